@@ -1,0 +1,55 @@
+"""Paired augmentation with albumentations: one geometry for image, vessel mask and FOV.
+
+Pipelines are reseeded per call from (seed, step), so the augmentation a training step sees depends
+only on the seed and the step number: a resumed run sees exactly what an uninterrupted one saw.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+
+
+def gan_augmentation(crop: int | None, size: int) -> A.Compose:
+    """Light geometry only: flips, small rotation/scale, random crop. No colour change, since the
+    generator must learn the real photographs' colours."""
+    ops: list = [
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.95, 1.05), rotate=(-10, 10), interpolation=cv2.INTER_LINEAR,
+                 mask_interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_CONSTANT, fill=0,
+                 fill_mask=0, p=0.5),
+    ]
+    if crop is not None and crop < size:
+        ops.append(A.RandomCrop(crop, crop))
+    return A.Compose(ops, additional_targets={"fov": "mask"})
+
+
+def segmentation_augmentation(patch: int | None, size: int) -> A.Compose:
+    """A standard, strong pipeline for vessel segmentation (the baseline must be strong)."""
+    ops: list = [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+        A.Affine(scale=(0.8, 1.2), rotate=(-30, 30), shear=(-5, 5), interpolation=cv2.INTER_LINEAR,
+                 mask_interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_CONSTANT, fill=0,
+                 fill_mask=0, p=0.7),
+        A.ElasticTransform(alpha=30, sigma=6, interpolation=cv2.INTER_LINEAR,
+                           mask_interpolation=cv2.INTER_LINEAR, p=0.2),
+        A.RandomBrightnessContrast(0.2, 0.2, p=0.7),
+        A.RandomGamma((80, 120), p=0.5),
+        A.HueSaturationValue(8, 15, 10, p=0.5),
+        A.GaussNoise(std_range=(0.0, 0.03), p=0.3),
+        A.GaussianBlur(blur_limit=(3, 3), p=0.1),
+    ]
+    if patch is not None and patch < size:
+        ops.append(A.RandomCrop(patch, patch))
+    return A.Compose(ops, additional_targets={"fov": "mask"})
+
+
+def apply_paired(pipeline: A.Compose, image: np.ndarray, mask: np.ndarray, fov: np.ndarray,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply one sampled geometry to image, mask and FOV; masks come back as bool (threshold 0.5)."""
+    pipeline.set_random_seed(int(seed) % (2**32))
+    out = pipeline(image=image, mask=mask.astype(np.uint8) * 255, fov=fov.astype(np.uint8) * 255)
+    return out["image"], out["mask"] > 127, out["fov"] > 127

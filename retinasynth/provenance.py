@@ -1,0 +1,135 @@
+"""Provenance and safe file writing: versions, git revision, hashing, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retinasynth import __version__
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, retinasynth and the libraries whose behaviour shapes results."""
+    out = {"python": platform.python_version(), "retinasynth": __version__}
+    for mod in ("torch", "torchvision", "numpy", "cv2", "skimage", "albumentations",
+                "segmentation_models_pytorch", "safetensors"):
+        try:
+            m = __import__(mod)
+            out[mod] = str(getattr(m, "__version__", "unknown"))
+        except Exception:  # noqa: BLE001 - a missing optional library is simply not recorded
+            continue
+    return out
+
+
+def git_revision(path: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the retinasynth source tree (with '-dirty' if modified), or None."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except Exception:  # noqa: BLE001 - not a git checkout (e.g. installed wheel)
+        return None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint_arrays(items: Iterable[tuple[str, np.ndarray]]) -> str:
+    """A sha256 over (name, array bytes) pairs, order-sensitive."""
+    h = hashlib.sha256()
+    for name, arr in items:
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to a temporary file in the same folder, then rename over ``path``."""
+    return _atomic(Path(path), lambda f: f.write(data))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an RGB (HxWx3) or grey (HxW) uint8 array as PNG, atomically. Deterministic bytes."""
+    import cv2
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"write_png_atomic expects uint8, got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise OSError(f"could not encode PNG for {path}")
+    return write_bytes_atomic(path, buf.tobytes())
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def run_record(seed: int | None = None) -> dict[str, Any]:
+    """What every run records next to its resolved config."""
+    import datetime
+
+    return {
+        "retinasynth_version": __version__,
+        "versions": versions(),
+        "git_revision": git_revision(),
+        "seed": seed,
+        "host": {"platform": platform.platform(), "machine": platform.machine(),
+                 "cpu_count": os.cpu_count()},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
