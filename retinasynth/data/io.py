@@ -33,7 +33,7 @@ def _decode(path: Path) -> np.ndarray:
             return _decode_pillow(path)
         import cv2
 
-        cv2.setLogLevel(0)  # corrupt files are reported by us, in one line, not by OpenCV's logger
+        _silence_opencv()
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if arr is None:
             return _decode_pillow(path)
@@ -47,6 +47,16 @@ def _decode(path: Path) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
         raise DataError(f"{path}: cannot be decoded as an image ({type(e).__name__}: {e}); "
                         "the file is corrupt or truncated, re-download or remove it.") from None
+
+
+def _silence_opencv() -> None:
+    """Corrupt files are reported by us, in one line, not by OpenCV's logger on stderr."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:
+        pass
 
 
 def _decode_pillow(src) -> np.ndarray:
