@@ -57,5 +57,34 @@ def data_inspect(path: str, layout: str | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _device_option(f):
+    return click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")(f)
+
+
+@main.command()
+@click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
+              help="Dataset root folder (any supported layout). Only its training split is used.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Run directory to create.")
+@click.option("--profile", type=click.Choice(["cpu", "paper", "tiny"]), default="cpu", show_default=True,
+              help="cpu: <45 min on 2 cores; paper: the pix2pix recipe for GPUs; tiny: seconds, for tests.")
+@click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
+              help="JSON/YAML file with data/model/train sections overriding the profile.")
+@click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one setting, e.g. -o train.steps=2000 -o model.ngf=32 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out with its saved config.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_device_option
+def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, device) -> None:
+    """Train the mask-to-fundus Pix2Pix generator on a dataset's training split."""
+    from retinasynth.train import build_fit_config
+    from retinasynth.train import fit as run_fit
+
+    cfg = build_fit_config(profile, config_file, overrides)
+    if not resume and data_path is None:
+        raise click.UsageError("--data is required (unless --resume).")
+    out = run_fit(cfg, data_path, out_dir, resume=resume, progress=not quiet, device=device)
+    click.echo(f"run written to {out} (weights: generator_ema.safetensors, samples: {out}/samples/)")
+
+
 if __name__ == "__main__":
     main()

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from retinasynth.data.dataset import DataConfig, index_dataset, load_record
-
 from retinasynth.errors import DataError
 
 
@@ -67,9 +66,9 @@ def format_report(rep: dict) -> str:
     lines = [f"dataset     {rep['root']}",
              f"layout      {rep['layout']} (split: {rep['split_source']})",
              f"samples     {rep['n_samples']}  " + "  ".join(f"{k}={v}" for k, v in sorted(rep["splits"].items())),
-             f"image size  " + ", ".join(f"{k} ({v})" for k, v in rep["image_sizes"].items()),
+             "image size  " + ", ".join(f"{k} ({v})" for k, v in rep["image_sizes"].items()),
              f"mask values {rep['mask_values']} -> {'binary' if rep['binary_masks'] else 'thresholded at >127'}",
-             f"FOV         " + ", ".join(f"{k} ({v})" for k, v in rep["fov_source"].items())]
+             "FOV         " + ", ".join(f"{k} ({v})" for k, v in rep["fov_source"].items())]
     vf = rep["vessel_fraction_in_fov"]
     if vf:
         lines.append(f"vessels     {vf['mean']:.3f} of FOV pixels (min {vf['min']:.3f}, max {vf['max']:.3f})")

@@ -31,6 +31,10 @@ def _decode(path: Path) -> np.ndarray:
             return _decode_pillow(io.BytesIO(data))
         if suffixes and suffixes[-1] in (".gif", ".ppm", ".pgm", ".pbm"):
             return _decode_pillow(path)
+        if suffixes and suffixes[-1] in (".jpg", ".jpeg") and not _has_jpeg_end(path):
+            # OpenCV decodes a truncated JPEG without error, filling the missing part with grey.
+            raise DataError(f"{path}: truncated JPEG (no end-of-image marker); the file is corrupt "
+                            "or truncated, re-download or remove it.")
         import cv2
 
         _silence_opencv()
@@ -47,6 +51,15 @@ def _decode(path: Path) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
         raise DataError(f"{path}: cannot be decoded as an image ({type(e).__name__}: {e}); "
                         "the file is corrupt or truncated, re-download or remove it.") from None
+
+
+def _has_jpeg_end(path: Path, tail: int = 4096) -> bool:
+    """Whether the file's last bytes hold the JPEG end-of-image marker (FF D9); entropy-coded data
+    never contains it, and a few trailing bytes after it (padding, vendor data) are tolerated."""
+    with open(path, "rb") as f:
+        f.seek(0, io.SEEK_END)
+        f.seek(max(0, f.tell() - tail))
+        return b"\xff\xd9" in f.read()
 
 
 def _silence_opencv() -> None:
@@ -123,7 +136,7 @@ def read_mask(path: str | Path, *, warn_non_binary: bool = True) -> np.ndarray:
         vals = np.unique(arr)
         if not np.isin(vals, (0, 1, 255)).all():
             warn_once(f"{path.parent}: masks are not binary (values {_fmt_vals(vals)}); "
-                      f"thresholding at > {MASK_THRESHOLD}.")
+                      f"thresholding at > {MASK_THRESHOLD}.", key=f"non-binary:{path.parent}")
     elif arr.max() == 1:
         pass
     if arr.max() == 1:  # 0/1 masks
@@ -139,10 +152,11 @@ def _fmt_vals(vals: np.ndarray) -> str:
 _WARNED: set[str] = set()
 
 
-def warn_once(message: str) -> None:
-    """Warn once per distinct message (e.g. once per folder of non-binary masks)."""
-    if message not in _WARNED:
-        _WARNED.add(message)
+def warn_once(message: str, key: str | None = None) -> None:
+    """Warn once per ``key`` (default: the message), e.g. once per folder of non-binary masks."""
+    key = message if key is None else key
+    if key not in _WARNED:
+        _WARNED.add(key)
         warnings.warn(message, UserWarning, stacklevel=3)
 
 

@@ -1,0 +1,82 @@
+"""Config helpers shared by every part: dataclass <-> dict, files (JSON/YAML) and `a.b=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from retinasynth.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
+    """Build a (nested) frozen dataclass from a dict, rejecting unknown keys with the valid ones."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+                          f"valid in {where.rstrip('.') or 'top level'}: {', '.join(fields)}.")
+    kwargs = {}
+    for name, value in data.items():
+        t = hints[name]
+        if dataclasses.is_dataclass(t) and isinstance(value, dict):
+            value = from_dict(t, value, f"{where}{name}.")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"invalid config for {cls.__name__}: {e}") from None
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found.")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
+        raise ConfigError(f"{path}: cannot parse config ({type(e).__name__}: {e}); use JSON or YAML.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping of sections (data, model, train).")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """`100` -> 100, `0.5` -> 0.5, `true` -> True, `null` -> None, anything else -> the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` overrides to a nested dict (copy)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.steps=2000.")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section.")
+        node[parts[-1]] = parse_value(value.strip())
+    return out

@@ -1,0 +1,402 @@
+"""Vessel-mask perturbations with replayable recipes (albumentations-style, but mask-aware).
+
+Each transform has a ``name``, constructor arguments that are parameter *ranges*,
+``sample_params(rng, shape)`` that draws concrete JSON-serialisable parameters, and
+``apply(mask, fov, **params)`` that delegates to a pure function. Transforms needing a random
+field or random choices store an integer ``seed`` in their parameters and draw from
+``np.random.default_rng(seed)``, so a recipe stays small and :func:`replay` reproduces the output
+bit for bit. Every output mask is binary and inside the (possibly transformed) FOV.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+from retinasynth.errors import ConfigError
+from retinasynth.masks.ops import (
+    EIGHT,
+    branch_and_end_points,
+    distance_radius,
+    neighbour_count,
+    render_from_skeleton,
+    render_paths,
+    skeletonize,
+)
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**31 - 1))
+
+
+def _uniform(rng: np.random.Generator, lo_hi: Sequence[float]) -> float:
+    lo, hi = float(lo_hi[0]), float(lo_hi[1])
+    return lo if hi <= lo else float(rng.uniform(lo, hi))
+
+
+def _range(value: Any, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+    if hi < lo:
+        raise ConfigError(f"{name} must have low <= high, got {value!r}")
+    return lo, hi
+
+
+def _warp_binary(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """Warp a bool image with bilinear interpolation and threshold at 0.5 (keeps thin lines)."""
+    out = cv2.remap(img.astype(np.float32), map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out >= 0.5
+
+
+# ---- pure functions -----------------------------------------------------------------------------
+
+def elastic_field(shape: tuple[int, int], seed: int, alpha: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth displacement field ``(dy, dx)``, max |displacement| = ``alpha`` pixels per axis.
+
+    Random values on a coarse grid with spacing ``sigma`` are upsampled bicubically: smooth and
+    much faster than Gaussian-filtering full-size noise.
+    """
+    h, w = shape
+    rng = np.random.default_rng(seed)
+    gh, gw = max(2, math.ceil(h / sigma) + 1), max(2, math.ceil(w / sigma) + 1)
+    out = []
+    for _ in range(2):
+        coarse = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
+        f = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+        f *= alpha / max(float(np.abs(f).max()), 1e-6)
+        out.append(f)
+    return out[0], out[1]
+
+
+def elastic_deform(mask: np.ndarray, fov: np.ndarray, seed: int, alpha: float, sigma: float) -> Pair:
+    """Warp mask and FOV with the same smooth random field; vessels kept inside the new FOV."""
+    h, w = mask.shape
+    dy, dx = elastic_field((h, w), seed, alpha, sigma)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_x, map_y = xx + dx, yy + dy
+    new_fov = _warp_binary(fov, map_x, map_y)
+    return _warp_binary(mask, map_x, map_y) & new_fov, new_fov
+
+
+def affine(mask: np.ndarray, fov: np.ndarray, angle: float = 0.0, scale: float = 1.0, tx: float = 0.0,
+           ty: float = 0.0, hflip: bool = False, vflip: bool = False) -> Pair:
+    """Flip, then rotate ``angle`` degrees counter-clockwise (as displayed) and scale about the image
+    centre, then shift by ``(tx, ty)`` fractions of the width/height. Same geometry for mask and FOV;
+    vessels outside the resulting FOV are removed."""
+    m, f = mask, fov
+    if hflip:
+        m, f = m[:, ::-1], f[:, ::-1]
+    if vflip:
+        m, f = m[::-1], f[::-1]
+    h, w = m.shape
+    M = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(angle), float(scale))
+    M[0, 2] += tx * w
+    M[1, 2] += ty * h
+    def warp(a: np.ndarray) -> np.ndarray:
+        out = cv2.warpAffine(np.ascontiguousarray(a, dtype=np.float32), M, (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return out >= 0.5
+    new_fov = warp(f)
+    return warp(m) & new_fov, new_fov
+
+
+def _segments(skeleton: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Label skeleton segments between junctions (junction zones = branch pixels dilated 3x3)."""
+    nb = neighbour_count(skeleton)
+    zone = ndi.binary_dilation(skeleton & (nb >= 3), structure=EIGHT) & skeleton
+    labels, n = ndi.label(skeleton & ~zone, structure=EIGHT)
+    return labels, n, zone
+
+
+def change_width(mask: np.ndarray, fov: np.ndarray, seed: int, scale: float, sigma: float) -> Pair:
+    """Multiply vessel radii by ``scale`` and a per-segment log-normal factor (std ``sigma``).
+
+    The mask is re-rendered from its skeleton (radius >= 0.5 px), so topology is preserved.
+    """
+    sk = skeletonize(mask)
+    radius = distance_radius(mask)
+    labels, n, _ = _segments(sk)
+    rng = np.random.default_rng(seed)
+    factor = np.exp(rng.normal(0.0, sigma, size=n + 1)) if sigma > 0 else np.ones(n + 1)
+    factor[0] = 1.0  # junction pixels keep the global factor only
+    new_r = np.maximum(radius * scale * factor[labels], 0.5)
+    return render_from_skeleton(sk, new_r) & fov, fov
+
+
+def prune_terminal(mask: np.ndarray, fov: np.ndarray, seed: int, fraction: float, max_length: float) -> Pair:
+    """Remove a random ``fraction`` of terminal branches shorter than ``max_length`` pixels.
+
+    A terminal branch is a skeleton segment with an end point that touches a junction. The kept
+    skeleton is re-rendered with its original radii.
+    """
+    sk = skeletonize(mask)
+    radius = distance_radius(mask)
+    labels, n, zone = _segments(sk)
+    if n == 0:
+        return mask & fov, fov
+    ends, _, _ = branch_and_end_points(sk)
+    idx = np.arange(1, n + 1)
+    length = ndi.sum_labels(np.ones_like(labels), labels, idx)
+    has_end = ndi.maximum(ends, labels, idx) > 0
+    near_zone = ndi.binary_dilation(zone, structure=EIGHT)
+    touches = ndi.maximum(near_zone, labels, idx) > 0
+    terminal = idx[has_end & touches & (length < max_length)]
+    rng = np.random.default_rng(seed)
+    chosen = terminal[rng.random(terminal.size) < fraction]
+    if chosen.size == 0:
+        return mask & fov, fov
+    kept = sk & ~np.isin(labels, chosen)
+    # drop the one-pixel stubs a removed branch leaves in its junction zone
+    nb0 = neighbour_count(sk)
+    for _ in range(2):
+        nb = neighbour_count(kept)
+        kept &= ~(zone & (nb <= 1) & (nb0 >= 2))
+    return render_from_skeleton(kept, radius) & fov, fov
+
+
+def _local_direction(sk: np.ndarray, y: int, x: int, half: int = 4) -> float:
+    """Angle (radians) of the skeleton's principal direction around (y, x)."""
+    y0, x0 = max(0, y - half), max(0, x - half)
+    py, px = np.nonzero(sk[y0 : y + half + 1, x0 : x + half + 1])
+    if py.size < 2:
+        return 0.0
+    cov = np.cov(np.stack([px.astype(float), py.astype(float)]))
+    vals, vecs = np.linalg.eigh(cov)
+    vx, vy = vecs[:, int(np.argmax(vals))]
+    return math.atan2(vy, vx)
+
+
+def grow_branches(mask: np.ndarray, fov: np.ndarray, seed: int, n: int, length_min: float, length_max: float,
+                  radius_min: float, radius_max: float, tortuosity: float) -> Pair:
+    """Add ``n`` tapered tortuous branches starting on existing vessels, clipped to the FOV.
+
+    Start points are skeleton pixels (preferring thicker vessels); a branch leaves at 35-75 degrees
+    to the local vessel direction with a radius no larger than the parent's and tapers to 0.5 px.
+    """
+    sk = skeletonize(mask & fov)
+    ys, xs = np.nonzero(sk)
+    if n <= 0 or ys.size == 0:
+        return mask & fov, fov
+    radius = distance_radius(mask)
+    rng = np.random.default_rng(seed)
+    weights = radius[ys, xs].astype(np.float64) + 0.5
+    picks = rng.choice(ys.size, size=n, replace=True, p=weights / weights.sum())
+    step = 1.0
+    paths = []
+    for i in picks:
+        y, x = float(ys[i]), float(xs[i])
+        r0 = min(_uniform(rng, (radius_min, radius_max)), max(0.5, 0.8 * float(radius[ys[i], xs[i]])))
+        length = _uniform(rng, (length_min, length_max))
+        theta = _local_direction(sk, int(ys[i]), int(xs[i]))
+        theta += (1.0 if rng.random() < 0.5 else -1.0) * math.radians(rng.uniform(35.0, 75.0))
+        theta += math.pi if rng.random() < 0.5 else 0.0
+        k = max(2, int(length / step))
+        omega = 0.0
+        py, px = [y], [x]
+        for _ in range(k):
+            omega = 0.8 * omega + float(rng.normal(0.0, tortuosity))
+            theta += omega
+            y += step * math.sin(theta)
+            x += step * math.cos(theta)
+            py.append(y)
+            px.append(x)
+        pr = np.linspace(r0, 0.5, len(py))
+        paths.append((np.asarray(py), np.asarray(px), pr))
+    new = render_paths(mask.shape, paths, supersample=2)
+    return (mask | new) & fov, fov
+
+
+# ---- transform classes --------------------------------------------------------------------------
+
+class Transform:
+    """Base class: parameter ranges in the constructor, concrete parameters per call."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, p: float = 1.0) -> None:
+        self.p = float(p)
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def apply(self, mask: np.ndarray, fov: np.ndarray, **params: Any) -> Pair:
+        raise NotImplementedError
+
+    def __call__(self, mask: np.ndarray, fov: np.ndarray, rng: np.random.Generator) -> Pair:
+        return self.apply(mask, fov, **self.sample_params(rng, mask.shape))
+
+
+class ElasticDeform(Transform):
+    """Smooth random displacement (``alpha`` px max, correlation length ``sigma`` px)."""
+
+    name = "elastic"
+
+    def __init__(self, alpha_range: Sequence[float] = (2.0, 6.0), sigma_range: Sequence[float] = (40.0, 80.0),
+                 p: float = 1.0) -> None:
+        super().__init__(p)
+        self.alpha_range = _range(alpha_range, "alpha_range")
+        self.sigma_range = _range(sigma_range, "sigma_range")
+
+    def sample_params(self, rng, shape):
+        return {"seed": _seed(rng), "alpha": _uniform(rng, self.alpha_range),
+                "sigma": max(2.0, _uniform(rng, self.sigma_range))}
+
+    def apply(self, mask, fov, seed: int = 0, alpha: float = 0.0, sigma: float = 50.0):
+        return elastic_deform(mask, fov, seed, alpha, sigma)
+
+
+class Affine(Transform):
+    """Rotation (+-``rotate_deg``), isotropic scale, translation (fraction of size) and flips."""
+
+    name = "affine"
+
+    def __init__(self, rotate_deg: float = 10.0, scale_range: Sequence[float] = (0.95, 1.05),
+                 translate_frac: float = 0.02, hflip_p: float = 0.5, vflip_p: float = 0.0, p: float = 1.0) -> None:
+        super().__init__(p)
+        self.rotate_deg = float(rotate_deg)
+        self.scale_range = _range(scale_range, "scale_range")
+        self.translate_frac = float(translate_frac)
+        self.hflip_p, self.vflip_p = float(hflip_p), float(vflip_p)
+
+    def sample_params(self, rng, shape):
+        t = self.translate_frac
+        return {"angle": _uniform(rng, (-self.rotate_deg, self.rotate_deg)),
+                "scale": _uniform(rng, self.scale_range),
+                "tx": _uniform(rng, (-t, t)), "ty": _uniform(rng, (-t, t)),
+                "hflip": bool(rng.random() < self.hflip_p), "vflip": bool(rng.random() < self.vflip_p)}
+
+    def apply(self, mask, fov, angle: float = 0.0, scale: float = 1.0, tx: float = 0.0, ty: float = 0.0,
+              hflip: bool = False, vflip: bool = False):
+        return affine(mask, fov, angle, scale, tx, ty, hflip, vflip)
+
+
+class WidthChange(Transform):
+    """Global radius factor from ``global_scale_range`` times a per-segment log-normal factor."""
+
+    name = "width"
+
+    def __init__(self, global_scale_range: Sequence[float] = (0.85, 1.2), per_segment_sigma: float = 0.12,
+                 p: float = 1.0) -> None:
+        super().__init__(p)
+        self.global_scale_range = _range(global_scale_range, "global_scale_range")
+        self.per_segment_sigma = float(per_segment_sigma)
+
+    def sample_params(self, rng, shape):
+        return {"seed": _seed(rng), "scale": _uniform(rng, self.global_scale_range),
+                "sigma": self.per_segment_sigma}
+
+    def apply(self, mask, fov, seed: int = 0, scale: float = 1.0, sigma: float = 0.0):
+        return change_width(mask, fov, seed, scale, sigma)
+
+
+class PruneTerminal(Transform):
+    """Remove a random fraction of short terminal branches."""
+
+    name = "prune"
+
+    def __init__(self, fraction_range: Sequence[float] = (0.0, 0.3), max_length_px: float = 30.0,
+                 p: float = 1.0) -> None:
+        super().__init__(p)
+        self.fraction_range = _range(fraction_range, "fraction_range")
+        self.max_length_px = float(max_length_px)
+
+    def sample_params(self, rng, shape):
+        return {"seed": _seed(rng), "fraction": _uniform(rng, self.fraction_range),
+                "max_length": self.max_length_px}
+
+    def apply(self, mask, fov, seed: int = 0, fraction: float = 0.0, max_length: float = 30.0):
+        return prune_terminal(mask, fov, seed, fraction, max_length)
+
+
+class GrowBranches(Transform):
+    """Grow new tapered, tortuous side branches from existing vessels."""
+
+    name = "grow"
+
+    def __init__(self, n_range: Sequence[int] = (0, 12), length_range_px: Sequence[float] = (15.0, 60.0),
+                 start_radius_range: Sequence[float] = (0.6, 1.5), tortuosity: float = 0.05,
+                 p: float = 1.0) -> None:
+        super().__init__(p)
+        lo, hi = _range(n_range, "n_range")
+        self.n_range = (int(lo), int(hi))
+        self.length_range_px = _range(length_range_px, "length_range_px")
+        self.start_radius_range = _range(start_radius_range, "start_radius_range")
+        self.tortuosity = float(tortuosity)
+
+    def sample_params(self, rng, shape):
+        lo, hi = self.n_range
+        return {"seed": _seed(rng), "n": int(rng.integers(lo, hi + 1)),
+                "length_min": self.length_range_px[0], "length_max": self.length_range_px[1],
+                "radius_min": self.start_radius_range[0], "radius_max": self.start_radius_range[1],
+                "tortuosity": self.tortuosity}
+
+    def apply(self, mask, fov, seed: int = 0, n: int = 0, length_min: float = 15.0, length_max: float = 60.0,
+              radius_min: float = 0.6, radius_max: float = 1.5, tortuosity: float = 0.05):
+        return grow_branches(mask, fov, seed, n, length_min, length_max, radius_min, radius_max, tortuosity)
+
+
+TRANSFORMS: dict[str, type[Transform]] = {
+    t.name: t for t in (ElasticDeform, Affine, WidthChange, PruneTerminal, GrowBranches)
+}
+
+
+class Compose:
+    """Apply transforms in order (each with its probability ``p``) and record a replayable recipe."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, mask: np.ndarray, fov: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        mask = np.asarray(mask, dtype=bool)
+        fov = np.asarray(fov, dtype=bool)
+        mask = mask & fov
+        recipe: list[dict[str, Any]] = []
+        for t in self.transforms:
+            if t.p < 1.0 and not rng.random() < t.p:
+                continue
+            params = t.sample_params(rng, mask.shape)
+            mask, fov = t.apply(mask, fov, **params)
+            recipe.append({"name": t.name, "params": params})
+        return mask, fov, recipe
+
+
+def replay(recipe: Sequence[dict[str, Any]], mask: np.ndarray, fov: np.ndarray) -> Pair:
+    """Re-apply a recipe recorded by :class:`Compose`; the output is bit-identical."""
+    mask = np.asarray(mask, dtype=bool) & np.asarray(fov, dtype=bool)
+    fov = np.asarray(fov, dtype=bool)
+    for i, step in enumerate(recipe):
+        if not isinstance(step, dict) or "name" not in step:
+            raise ConfigError(f"perturbation recipe step {i} must be a dict with 'name' and 'params'")
+        name = step["name"]
+        if name not in TRANSFORMS:
+            raise ConfigError(f"unknown perturbation {name!r} in recipe step {i}; "
+                              f"valid names: {', '.join(sorted(TRANSFORMS))}")
+        try:
+            mask, fov = TRANSFORMS[name]().apply(mask, fov, **dict(step.get("params", {})))
+        except TypeError as exc:
+            raise ConfigError(f"bad parameters for perturbation {name!r} in recipe step {i}: {exc}") from None
+    return mask, fov
+
+
+def default_perturbation(size: int = 512) -> Compose:
+    """Moderate perturbations for DRIVE-like masks of ``size`` x ``size`` (lengths scale with size)."""
+    s = size / 512.0
+    return Compose([
+        PruneTerminal(fraction_range=(0.0, 0.3), max_length_px=30.0 * s, p=0.7),
+        GrowBranches(n_range=(0, max(1, round(12 * s))), length_range_px=(15.0 * s, 60.0 * s),
+                     start_radius_range=(max(0.5, 0.6 * s), max(0.5, 1.5 * s)), tortuosity=0.05, p=0.7),
+        WidthChange(global_scale_range=(0.85, 1.2), per_segment_sigma=0.12, p=0.8),
+        ElasticDeform(alpha_range=(2.0 * s, 6.0 * s), sigma_range=(40.0 * s, 80.0 * s), p=0.8),
+        Affine(rotate_deg=10.0, scale_range=(0.95, 1.05), translate_frac=0.02, hflip_p=0.5, vflip_p=0.0),
+    ])

@@ -1,0 +1,75 @@
+"""Creating networks by name from a frozen config (smp-style registry: unknown names list valid ones)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from retinasynth.errors import ConfigError
+from retinasynth.models.networks import NORMS, PatchDiscriminator, UnetGenerator, init_weights
+
+GENERATORS = {"unet": UnetGenerator}
+DISCRIMINATORS = {"patchgan": PatchDiscriminator}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Generator and discriminator architecture.
+
+    The generator's condition is the vessel mask and the FOV mask, plus (``coords=True``) two
+    channels of normalised x/y position in the full frame, so that a generator trained on crops still
+    knows where in the eye each crop lies (illumination, vignetting, FOV border).
+    """
+
+    generator: str = "unet"
+    ngf: int = 64
+    depth: int | None = None  # None: log2 of the training crop (max 8)
+    norm: str = "instance"
+    dropout: float = 0.5
+    coords: bool = True
+    discriminator: str = "patchgan"
+    ndf: int = 64
+    n_layers: int = 3
+    d_norm: str = "instance"
+
+    def __post_init__(self) -> None:
+        for field, value, valid in (("generator", self.generator, GENERATORS),
+                                    ("discriminator", self.discriminator, DISCRIMINATORS)):
+            if value not in valid:
+                raise ConfigError(f"unknown model.{field} {value!r}; valid: {', '.join(valid)}.")
+        for field, value in (("norm", self.norm), ("d_norm", self.d_norm)):
+            if value not in NORMS:
+                raise ConfigError(f"unknown model.{field} {value!r}; valid: {', '.join(NORMS)}.")
+        for field in ("ngf", "ndf", "n_layers"):
+            if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
+                raise ConfigError(f"model.{field} must be a positive integer, got {getattr(self, field)!r}.")
+        if self.depth is not None and not 5 <= self.depth <= 10:
+            raise ConfigError(f"model.depth must be between 5 and 10 (or null for auto), got {self.depth!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}.")
+
+    @property
+    def in_channels(self) -> int:
+        return 4 if self.coords else 2
+
+    def resolved_depth(self, train_side: int) -> int:
+        if self.depth is not None:
+            return self.depth
+        if train_side < 32 or train_side & (train_side - 1):
+            raise ConfigError(f"with model.depth null the training crop/size must be a power of two >= 32 "
+                              f"(e.g. 64, 128, 256, 512), got {train_side}; or set model.depth.")
+        return min(8, int(math.log2(train_side)))
+
+
+def create_generator(cfg: ModelConfig, depth: int) -> nn.Module:
+    net = GENERATORS[cfg.generator](in_channels=cfg.in_channels, out_channels=3, ngf=cfg.ngf, depth=depth,
+                                    norm=cfg.norm, dropout=cfg.dropout)
+    return init_weights(net)
+
+
+def create_discriminator(cfg: ModelConfig) -> nn.Module:
+    net = DISCRIMINATORS[cfg.discriminator](in_channels=cfg.in_channels + 3, ndf=cfg.ndf,
+                                            n_layers=cfg.n_layers, norm=cfg.d_norm)
+    return init_weights(net)

@@ -1,0 +1,133 @@
+"""Pix2Pix networks: a U-Net generator and a conditional PatchGAN discriminator.
+
+The generator is the recursive skip-block U-Net of pix2pix (Isola et al., 2017); its depth is set
+from the training crop size unless given, and it refuses an input whose side is not a multiple of
+``2**depth`` with a message naming valid sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from retinasynth.errors import ConfigError
+
+NORMS = ("instance", "batch", "none")
+
+
+def norm_layer(kind: str):
+    if kind == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True)
+    if kind == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=True, track_running_stats=False)
+    if kind == "none":
+        return lambda c: nn.Identity()
+    raise ConfigError(f"unknown norm {kind!r}; valid: {', '.join(NORMS)}.")
+
+
+class _UnetBlock(nn.Module):
+    """Down -> [submodule] -> up, with the input concatenated to the output (except outermost)."""
+
+    def __init__(self, outer: int, inner: int, in_ch: int | None = None, sub: nn.Module | None = None,
+                 outermost: bool = False, innermost: bool = False, norm=nn.InstanceNorm2d,
+                 dropout: float = 0.0, out_ch: int | None = None) -> None:
+        super().__init__()
+        self.outermost = outermost
+        in_ch = in_ch or outer
+        down = [nn.Conv2d(in_ch, inner, 4, 2, 1, bias=not isinstance(norm(1), nn.BatchNorm2d))]
+        if outermost:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, out_ch or outer, 4, 2, 1), nn.Tanh()]
+            layers = down + [sub] + up
+        elif innermost:
+            # No norm at the bottleneck: at 1x1 a per-sample norm would zero the features.
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False), norm(outer)]
+            layers = [nn.LeakyReLU(0.2, True)] + down + up
+        else:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False), norm(outer)]
+            layers = [nn.LeakyReLU(0.2, True)] + down + [norm(inner), sub] + up
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """U-Net generator: condition (vessel mask, FOV, optional coordinates) in, RGB in [-1, 1] out.
+
+    Args:
+        in_channels: condition channels.
+        out_channels: 3 for RGB.
+        ngf: width of the first layer; doubles per level up to ``8 * ngf``.
+        depth: number of down-sampling levels (>= 5); the input side must be a multiple of 2**depth.
+        norm: 'instance', 'batch' or 'none'.
+        dropout: dropout in the three innermost decoder blocks (the stochastic mode uses it).
+    """
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 3, ngf: int = 64, depth: int = 8,
+                 norm: str = "instance", dropout: float = 0.5) -> None:
+        super().__init__()
+        if depth < 5:
+            raise ConfigError(f"generator depth must be >= 5, got {depth}.")
+        if ngf < 1:
+            raise ConfigError(f"ngf must be >= 1, got {ngf}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
+        nl = norm_layer(norm)
+        self.depth = depth
+        block = _UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=nl)
+        for i in range(depth - 5):
+            block = _UnetBlock(ngf * 8, ngf * 8, sub=block, norm=nl, dropout=dropout if i < 3 else 0.0)
+        block = _UnetBlock(ngf * 4, ngf * 8, sub=block, norm=nl)
+        block = _UnetBlock(ngf * 2, ngf * 4, sub=block, norm=nl)
+        block = _UnetBlock(ngf, ngf * 2, sub=block, norm=nl)
+        self.model = _UnetBlock(ngf, ngf, in_ch=in_channels, sub=block, outermost=True, norm=nl,
+                                out_ch=out_channels)
+
+    def check_size(self, h: int, w: int) -> None:
+        m = 2 ** self.depth
+        if h % m or w % m:
+            raise ConfigError(f"generator of depth {self.depth} takes sides that are multiples of {m} "
+                              f"(e.g. {m}, {2 * m}, {4 * m}); got {w}x{h}. Resize or change depth.")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_size(x.shape[-2], x.shape[-1])
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """Conditional N-layer PatchGAN: concat(condition, image) in, a map of real/fake logits out."""
+
+    def __init__(self, in_channels: int = 5, ndf: int = 64, n_layers: int = 3, norm: str = "instance") -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ConfigError(f"discriminator n_layers must be >= 1, got {n_layers}.")
+        nl = norm_layer(norm)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False), nl(ndf * mult),
+                       nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(net: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:
+    """pix2pix initialisation: conv weights N(0, 0.02), norm weights N(1, 0.02), biases 0."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, gain, generator=generator)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, gain, generator=generator)
+            nn.init.zeros_(m.bias)
+    return net

@@ -1,0 +1,1 @@
+"""Rendering masks into fundus images, phantom data and the synthetic dataset writer."""

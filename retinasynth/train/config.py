@@ -1,0 +1,120 @@
+"""Configuration of `retinasynth fit`: data, model and training sections, and named profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from retinasynth.config import apply_overrides, from_dict, load_file, to_dict
+from retinasynth.data.dataset import DataConfig
+from retinasynth.errors import ConfigError
+from retinasynth.models.factory import ModelConfig
+from retinasynth.models.losses import GAN_LOSSES
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation. ``steps`` counts generator updates; the learning rate is constant for the
+    first ``decay_start`` share of them, then decays linearly to zero (pix2pix schedule)."""
+
+    steps: int = 3000
+    batch_size: int = 1
+    crop: int | None = 256  # random square crop of the working-resolution image; None = whole frame
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    decay_start: float = 0.5
+    gan_loss: str = "vanilla"
+    l1_weight: float = 100.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    val_count: int = 2  # training-split images held out for sample grids and validation L1
+    log_every: int = 25
+    sample_every: int = 500
+    ckpt_every: int = 250
+    amp: str = "auto"  # CUDA only: auto picks bf16 where supported, else fp16 with a grad scaler
+    channels_last: bool | None = None  # None: on for CUDA, off for CPU (measured slower there)
+    compile: bool = False
+    threads: int | None = None  # CPU threads; None = all cores
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "log_every", "sample_every", "ckpt_every")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"train.{name} must be a positive integer, got {v!r}.")
+        if self.crop is not None and (not isinstance(self.crop, int) or self.crop < 32):
+            raise ConfigError(f"train.crop must be an integer >= 32 or null, got {self.crop!r}.")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"train.lr must be > 0, got {self.lr!r}.")
+        if not 0.0 <= self.decay_start <= 1.0:
+            raise ConfigError(f"train.decay_start must be in [0, 1], got {self.decay_start!r}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay!r}.")
+        if self.gan_loss not in GAN_LOSSES:
+            raise ConfigError(f"unknown train.gan_loss {self.gan_loss!r}; valid: {', '.join(GAN_LOSSES)}.")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"unknown train.amp {self.amp!r}; valid: {', '.join(AMP_MODES)}.")
+        if self.l1_weight < 0:
+            raise ConfigError(f"train.l1_weight must be >= 0, got {self.l1_weight!r}.")
+        if not isinstance(self.val_count, int) or self.val_count < 0:
+            raise ConfigError(f"train.val_count must be an integer >= 0, got {self.val_count!r}.")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    profile: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        side = self.train.crop or self.data.size
+        if self.data.size is None:
+            raise ConfigError("data.size must be set for training (a square working resolution, e.g. 512).")
+        if self.train.crop is not None and self.train.crop > self.data.size:
+            raise ConfigError(f"train.crop ({self.train.crop}) is larger than data.size ({self.data.size}).")
+        depth = self.model.resolved_depth(side)
+        m = 2 ** depth
+        if self.data.size % m or side % m:
+            raise ConfigError(f"data.size {self.data.size} and crop {side} must be multiples of 2**depth = {m} "
+                              f"(valid sizes: {m}, {2 * m}, {4 * m}, ...).")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+# Measured on the 2-core reference machine (benchmarks/RESULTS.md): ngf=ndf=48 at a 256 crop costs
+# ~0.5 s/step, so 3000 steps on 512x512 DRIVE finish in ~30 min, inside the 45 min budget.
+PROFILES: dict[str, dict] = {
+    "cpu": {"data": {"size": 512}, "model": {"ngf": 48, "ndf": 48},
+            "train": {"steps": 3000, "crop": 256, "batch_size": 1}},
+    # The published pix2pix recipe (ngf=ndf=64, batch 1, lr 2e-4 constant then linear decay over
+    # 200 epochs): 200 epochs x 18 images of 512x512 in 4 crops of 256 each ~= 14400 steps.
+    "paper": {"data": {"size": 512}, "model": {"ngf": 64, "ndf": 64},
+              "train": {"steps": 14400, "crop": 256, "batch_size": 1, "sample_every": 1000,
+                        "ckpt_every": 1000}},
+    # Seconds-long runs for the demo and tests.
+    "tiny": {"data": {"size": 64}, "model": {"ngf": 8, "ndf": 8, "n_layers": 2},
+             "train": {"steps": 20, "crop": None, "val_count": 1, "log_every": 5, "sample_every": 10,
+                       "ckpt_every": 10}},
+}
+
+
+def build_fit_config(profile: str = "cpu", config_file: str | None = None,
+                     overrides: list[str] | tuple[str, ...] = ()) -> FitConfig:
+    """Profile defaults, then a config file, then `section.key=value` overrides."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}.")
+    data = apply_overrides(PROFILES[profile], [])
+    if config_file:
+        for section, values in load_file(config_file).items():
+            if section == "profile":
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{config_file}: section {section!r} must be a mapping.")
+            data.setdefault(section, {}).update(values)
+    data = apply_overrides(data, list(overrides))
+    data["profile"] = profile
+    return from_dict(FitConfig, data)

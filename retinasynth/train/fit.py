@@ -1,0 +1,296 @@
+"""`retinasynth fit`: train the Pix2Pix generator. The loop itself is `_train_loop`, one screen."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from retinasynth.data.dataset import Dataset, load_dataset
+from retinasynth.data.transforms import apply_paired, gan_augmentation
+from retinasynth.errors import RetinaSynthError
+from retinasynth.models.condition import image_to_tensor, make_condition, tensor_to_image
+from retinasynth.models.factory import create_discriminator, create_generator
+from retinasynth.models.losses import GANLoss
+from retinasynth.provenance import run_record, write_png_atomic
+from retinasynth.train import checkpoint as ck
+from retinasynth.train.config import FitConfig
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_type: str) -> _Dist:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; one process per GPU (or CPU process, gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _split_val(ds: Dataset, n_val: int) -> tuple[list, list]:
+    """Hold out the last ``n_val`` training images (sorted ids) for sample grids and validation."""
+    samples = sorted(ds.samples, key=lambda s: s.id)
+    if n_val >= len(samples):
+        raise RetinaSynthError(f"train.val_count={n_val} leaves no training images out of {len(samples)}; "
+                               "lower it (-o train.val_count=0).")
+    return (samples[: len(samples) - n_val], samples[len(samples) - n_val:]) if n_val else (samples, samples[:2])
+
+
+def _batch(train: list, cfg: FitConfig, step: int, pipe, rank: int, world: int):
+    """The batch of ``step``: which images, their augmentation and crop depend on (seed, step) only."""
+    t = cfg.train
+    rng = np.random.default_rng([t.seed, step])
+    idx = rng.integers(0, len(train), size=t.batch_size * world)[rank::world]
+    conds, reals = [], []
+    for j, i in enumerate(idx):
+        s = train[int(i)]
+        img, mask, fov = apply_paired(pipe, s.image, s.mask, s.fov, seed=hash((t.seed, step, rank, j)) & 0xFFFFFFFF)
+        size = img.shape[0]
+        c = t.crop or size
+        y0, x0 = (int(v) for v in rng.integers(0, size - c + 1, size=2))
+        sl = np.s_[y0:y0 + c, x0:x0 + c]
+        conds.append(make_condition(mask[sl], fov[sl], cfg.model.coords, y0, x0, (size, size)))
+        reals.append(image_to_tensor(img[sl]))
+    return torch.from_numpy(np.stack(conds)), torch.stack(reals)
+
+
+def _lr_lambda(cfg: FitConfig):
+    start = int(cfg.train.steps * cfg.train.decay_start)
+    span = max(1, cfg.train.steps - start)
+    return lambda step: 1.0 if step < start else max(0.0, 1.0 - (step - start) / span)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ep, mp = list(ema.parameters()), list(ck.unwrap(model).parameters())
+    torch._foreach_mul_(ep, decay)
+    torch._foreach_add_(ep, mp, alpha=1.0 - decay)
+    for eb, mb in zip(ema.buffers(), ck.unwrap(model).buffers()):
+        eb.copy_(mb)
+
+
+@torch.no_grad()
+def _sample_grid(G: torch.nn.Module, val: list, cfg: FitConfig, device) -> tuple[np.ndarray, float]:
+    """Rows of mask | generated | real on held-out masks; returns the grid and the mean L1 in [0, 1]."""
+    G.eval()
+    rows, l1 = [], []
+    for s in val:
+        x = torch.from_numpy(make_condition(s.mask, s.fov, cfg.model.coords)[None]).to(device)
+        fake = tensor_to_image(G(x))[0]
+        l1.append(float(np.abs(fake.astype(np.float32) - s.image).mean() / 255))
+        m = np.repeat(s.mask[:, :, None].astype(np.uint8) * 255, 3, axis=2)
+        rows.append(np.concatenate([m, fake, s.image], axis=1))
+    G.train()
+    return np.concatenate(rows, axis=0), float(np.mean(l1))
+
+
+def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resume: bool = False,
+        progress: bool = True, device: str | None = None, stop_at: int | None = None) -> Path:
+    """Train a generator on the training split of ``data_root``; write the run to ``out_dir``.
+
+    With ``resume=True`` an interrupted run continues from its last checkpoint with the config it was
+    started with; on CPU the result is identical to an uninterrupted run. ``stop_at`` ends this
+    invocation after that step (with a checkpoint), for time-boxed jobs; ``--resume`` continues.
+    """
+    out = Path(out_dir)
+    if resume:
+        saved = ck.read_run_config(out)
+        from retinasynth.train.config import build_fit_config
+
+        cfg = build_fit_config(saved["config"]["profile"], None, _flatten(saved["config"]))
+        data_root = saved["data"]["root"] if data_root is None else data_root
+    elif out.exists() and any(out.iterdir()):
+        raise RetinaSynthError(f"{out}: run directory is not empty; pass --resume to continue it or "
+                               "choose a new --out.")
+    if data_root is None:
+        raise RetinaSynthError("no training data given; pass --data PATH.")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dd = _init_distributed(dev.type)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", dd.local_rank)
+        torch.cuda.set_device(dev)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+
+    ds = load_dataset(data_root, "train", cfg.data, progress=progress and dd.main)
+    train, val = _split_val(ds, t.val_count)
+    side = t.crop or cfg.data.size
+    depth = cfg.model.resolved_depth(side)
+
+    torch.manual_seed(t.seed)
+    G = create_generator(cfg.model, depth).to(dev)
+    D = create_discriminator(cfg.model).to(dev)
+    ema = copy.deepcopy(G).eval().requires_grad_(False)
+    channels_last = t.channels_last if t.channels_last is not None else dev.type == "cuda"
+    if channels_last:
+        G, D, ema = (m.to(memory_format=torch.channels_last) for m in (G, D, ema))
+    opt_g = torch.optim.Adam(G.parameters(), t.lr, betas=(t.beta1, t.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), t.lr, betas=(t.beta1, t.beta2))
+    sch_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_lambda(cfg))
+    sch_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_lambda(cfg))
+    amp_dtype = None
+    if dev.type == "cuda" and t.amp != "off":
+        amp_dtype = torch.float16 if t.amp == "fp16" or (
+            t.amp == "auto" and not torch.cuda.is_bf16_supported()) else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start = 0
+    payload = {"config": cfg.to_dict(), "generator": {"depth": depth, "in_channels": cfg.model.in_channels},
+               "data": {**ds.describe(), "train_ids": [s.id for s in train], "val_ids": [s.id for s in val]},
+               "record": run_record(t.seed), "world_size": dd.world, "device": str(dev), "status": "running"}
+    if resume and (out / ck.STATE).is_file():
+        st = ck.load_state(out / ck.STATE)
+        if st["data_fingerprint"] != ds.fingerprint():
+            raise RetinaSynthError(f"{data_root}: training data differ from those the run in {out} started "
+                                   "with (fingerprint mismatch); resume with the same data folder.")
+        ck.load_weights(out / ck.WEIGHTS, G)
+        ck.load_weights(out / ck.WEIGHTS_EMA, ema)
+        D.load_state_dict(st["discriminator"])
+        for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sch_g, "sch_g"), (sch_d, "sch_d"),
+                         (scaler, "scaler")):
+            obj.load_state_dict(st[key])
+        torch.set_rng_state(st["rng_cpu"])
+        if dev.type == "cuda" and "rng_cuda" in st:
+            torch.cuda.set_rng_state(st["rng_cuda"], dev)
+        start = int(st["step"])
+        payload["record"]["resumed_from_step"] = start
+        _truncate_log(out / "log.jsonl", start)
+    if dd.main:
+        out.mkdir(parents=True, exist_ok=True)
+        ck.write_run_config(out, payload)
+
+    if dd.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [dd.local_rank] if dev.type == "cuda" else None
+        G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    if t.compile:
+        G, D = torch.compile(G), torch.compile(D)
+
+    def checkpoint(step: int) -> None:
+        if not dd.main:
+            return
+        ck.save_weights(out / ck.WEIGHTS, G)
+        ck.save_weights(out / ck.WEIGHTS_EMA, ema)
+        state = {"step": step, "discriminator": ck.unwrap(D).state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict(), "sch_g": sch_g.state_dict(), "sch_d": sch_d.state_dict(),
+                 "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+                 "data_fingerprint": ds.fingerprint()}
+        if dev.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(dev)
+        ck.save_state(out / ck.STATE, state)
+
+    loop = dict(G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, sch_g=sch_g, sch_d=sch_d, scaler=scaler,
+                amp_dtype=amp_dtype, channels_last=channels_last, dev=dev, train=train, val=val, dd=dd)
+    end = min(t.steps, stop_at) if stop_at else t.steps
+    _train_loop(cfg, out, start, end, checkpoint, progress, **loop)
+    if dd.main and end == t.steps:
+        payload["status"] = "complete"
+        ck.write_run_config(out, payload)
+    if dd.world > 1:
+        dist.barrier()
+    return out
+
+
+def _train_loop(cfg, out, start, end, checkpoint, progress, *, G, D, ema, opt_g, opt_d, sch_g, sch_d, scaler,
+                amp_dtype, channels_last, dev, train, val, dd) -> None:
+    t = cfg.train
+    gan = GANLoss(t.gan_loss)
+    pipe = gan_augmentation(None, cfg.data.size)
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    bar = _progress(range(start, end), start, t.steps, progress and dd.main)
+    t0, logged = time.perf_counter(), start
+    for step in bar:
+        cond, real = (x.to(dev, non_blocking=True).to(memory_format=fmt)
+                      for x in _batch(train, cfg, step, pipe, dd.rank, dd.world))
+        with autocast():
+            fake = G(cond)
+            # Discriminator: real pairs -> real, generated pairs -> fake (0.5 weight as in pix2pix).
+            d_loss = 0.5 * (gan(D(torch.cat([cond, real], 1)), True)
+                            + gan(D(torch.cat([cond, fake.detach()], 1)), False))
+        opt_d.zero_grad(set_to_none=True)
+        scaler.scale(d_loss).backward()
+        scaler.step(opt_d)
+        with autocast():
+            g_gan = gan(D(torch.cat([cond, fake], 1)), True, for_disc=False)
+            g_l1 = (fake.float() - real.float()).abs().mean()
+            g_loss = g_gan + t.l1_weight * g_l1
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(g_loss).backward()
+        scaler.step(opt_g)
+        scaler.update()
+        sch_g.step()
+        sch_d.step()
+        _ema_update(ema, G, min(t.ema_decay, (1 + step) / (10 + step)))
+        done = step + 1
+        if not dd.main:
+            continue
+        if done % t.log_every == 0 or done == t.steps:
+            losses = {"d": d_loss.item(), "g_gan": g_gan.item(), "g_l1": g_l1.item()}
+            if not all(np.isfinite(v) for v in losses.values()):
+                raise RetinaSynthError(f"training diverged at step {done} (losses {losses}); lower train.lr "
+                                       "or try train.gan_loss=lsgan, then start a new run.")
+            rate = (done - logged) / max(1e-9, time.perf_counter() - t0)
+            rec = {"step": done, **losses, "lr": sch_g.get_last_lr()[0], "steps_per_s": rate}
+            if done % t.sample_every == 0 or done == t.steps:
+                grid, val_l1 = _sample_grid(ema, val, cfg, dev)
+                write_png_atomic(out / "samples" / f"step_{done:06d}.png", grid)
+                rec["val_l1_ema"] = val_l1
+            _append_log(out / "log.jsonl", rec)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(d=f"{losses['d']:.3f}", g=f"{losses['g_gan']:.2f}", l1=f"{losses['g_l1']:.3f}")
+        if done % t.ckpt_every == 0 or done == end:
+            checkpoint(done)
+
+
+def _progress(it, start: int, total: int, show: bool):
+    if not show:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, initial=start, total=total, desc="fit", unit="step", dynamic_ncols=True)
+
+
+def _append_log(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """After a resume from ``step``, drop log lines written after that checkpoint."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    from retinasynth.provenance import write_text_atomic
+
+    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+
+
+def _flatten(config: dict) -> list[str]:
+    """A saved config as `section.key=value` overrides (to rebuild it exactly on resume)."""
+    out = []
+    for section, values in config.items():
+        if isinstance(values, dict):
+            out += [f"{section}.{k}={json.dumps(v)}" for k, v in values.items()]
+    return out

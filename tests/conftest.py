@@ -1,0 +1,80 @@
+"""Shared fixtures. Data tests: tiny synthetic fundus photographs written to tmp_path in code."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _fundus(h: int = 40, w: int = 48, seed: int = 0, n_vessels: int = 3, thickness: int = 1):
+    """(image uint8 HxWx3, vessel mask bool, FOV bool): a bright red disc with a few dark lines."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx, r = (h - 1) / 2, (w - 1) / 2, 0.45 * min(h, w)
+    fov = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    lines = np.zeros((h, w), np.uint8)
+    for _ in range(n_vessels):
+        a, b = rng.uniform(0, 2 * np.pi, 2)
+        p0 = (int(cx + 0.9 * r * np.cos(a)), int(cy + 0.9 * r * np.sin(a)))
+        p1 = (int(cx + 0.9 * r * np.cos(b)), int(cy + 0.9 * r * np.sin(b)))
+        cv2.line(lines, p0, p1, 1, thickness)
+    mask = lines.astype(bool) & fov
+    image = np.zeros((h, w, 3), np.uint8)
+    image[fov] = (170, 80, 30)
+    image[fov] += rng.integers(0, 20, (int(fov.sum()), 1), dtype=np.uint8)
+    image[mask] = (100, 30, 10)
+    return image, mask, fov
+
+
+def _save(path: Path, arr: np.ndarray) -> Path:
+    """Write an array in the format its name says (.png/.jpg/.tif/.gif/.ppm/.bmp/.ppm.gz)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    im = Image.fromarray(arr)
+    if path.name.endswith(".ppm.gz"):
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, format="PPM")
+        path.write_bytes(gzip.compress(buf.getvalue()))
+    elif path.suffix.lower() in (".jpg", ".jpeg"):
+        im.save(path, quality=95)
+    elif path.suffix.lower() == ".ppm":
+        im.convert("RGB").save(path)
+    else:
+        im.save(path)
+    return path
+
+
+@pytest.fixture
+def make_fundus():
+    """make_fundus(h=40, w=48, seed=0, n_vessels=3, thickness=1) -> (image, mask, fov)."""
+    return _fundus
+
+
+@pytest.fixture
+def save_image():
+    """save_image(path, array) -> path, in the format of the file name; bool arrays as 0/255."""
+    return _save
+
+
+@pytest.fixture
+def make_drive():
+    """make_drive(root, train=(21, 22, 23), test=(1, 2)) -> root: a DRIVE-layout folder, 48x40 images."""
+
+    def make(root: Path, train=(21, 22, 23), test=(1, 2)) -> Path:
+        for folder, tag, ids in (("training", "training", train), ("test", "test", test)):
+            for i in ids:
+                image, mask, fov = _fundus(seed=i)
+                _save(root / folder / "images" / f"{i:02d}_{tag}.tif", image)
+                _save(root / folder / "1st_manual" / f"{i:02d}_manual1.gif", mask)
+                _save(root / folder / "mask" / f"{i:02d}_{tag}_mask.gif", fov)
+        return root
+
+    return make
