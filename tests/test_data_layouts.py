@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retinasynth.data import LAYOUTS, DataConfig, detect_layout, inspect_dataset, load_dataset
-from retinasynth.errors import ConfigError, DataError
+from retinasynth.errors import ConfigError
 
 NATIVE = DataConfig(size=None)
 

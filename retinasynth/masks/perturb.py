@@ -52,10 +52,46 @@ def _range(value: Any, name: str) -> tuple[float, float]:
 
 
 def _warp_binary(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
-    """Warp a bool image with bilinear interpolation and threshold at 0.5 (keeps thin lines)."""
+    """Warp a bool image with bilinear interpolation and threshold at 0.5."""
     out = cv2.remap(img.astype(np.float32), map_x, map_y, interpolation=cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out >= 0.5
+
+
+_EDGE_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def _skeleton_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of 8-adjacent skeleton pixels as float arrays ``(ys, xs)`` of shape (n_edges, 2)."""
+    sk = skeletonize(mask)
+    py, px = np.nonzero(sk)
+    padded = np.pad(sk, 1)
+    ys, xs = [np.stack([py, py], axis=1)], [np.stack([px, px], axis=1)]  # every pixel, as a dot
+    for dy, dx in _EDGE_OFFSETS:
+        hit = padded[py + 1 + dy, px + 1 + dx]
+        ys.append(np.stack([py[hit], py[hit] + dy], axis=1))
+        xs.append(np.stack([px[hit], px[hit] + dx], axis=1))
+    return np.concatenate(ys).astype(np.float64), np.concatenate(xs).astype(np.float64)
+
+
+def _draw_edges(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Draw 1-px 8-connected line segments between sub-pixel end points."""
+    canvas = np.zeros(shape, dtype=np.uint8)
+    if ys.size:
+        pts = np.stack([xs, ys], axis=-1) * 16.0  # 4 fractional bits
+        pts = np.clip(np.rint(pts), -(2**24), 2**24).astype(np.int32)
+        cv2.polylines(canvas, list(pts.reshape(-1, 2, 2)), isClosed=False, color=1, thickness=1,
+                      lineType=cv2.LINE_8, shift=4)
+    return canvas.astype(bool)
+
+
+def _warp_mask(mask: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, forward) -> np.ndarray:
+    """Bilinear warp + 0.5 threshold for the vessel shapes, plus the forward-mapped skeleton drawn as
+    connected 1-px lines, so thin (1-2 px) vessels cannot break up at sub-pixel sampling offsets."""
+    warped = _warp_binary(mask, map_x, map_y)
+    ey, ex = _skeleton_edges(mask)
+    fy, fx = forward(ey.ravel(), ex.ravel())
+    return warped | _draw_edges(mask.shape, fy.reshape(ey.shape), fx.reshape(ex.shape))
 
 
 # ---- pure functions -----------------------------------------------------------------------------
@@ -84,8 +120,18 @@ def elastic_deform(mask: np.ndarray, fov: np.ndarray, seed: int, alpha: float, s
     dy, dx = elastic_field((h, w), seed, alpha, sigma)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     map_x, map_y = xx + dx, yy + dy
+
+    def forward(py: np.ndarray, px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # the output samples the input at q + d(q); invert by fixed-point iteration (d is smooth, small)
+        qy, qx = py, px
+        for _ in range(3):
+            coords = np.stack([qy, qx])
+            qy = py - ndi.map_coordinates(dy, coords, order=1, mode="nearest")
+            qx = px - ndi.map_coordinates(dx, coords, order=1, mode="nearest")
+        return qy, qx
+
     new_fov = _warp_binary(fov, map_x, map_y)
-    return _warp_binary(mask, map_x, map_y) & new_fov, new_fov
+    return _warp_mask(mask, map_x, map_y, forward) & new_fov, new_fov
 
 
 def affine(mask: np.ndarray, fov: np.ndarray, angle: float = 0.0, scale: float = 1.0, tx: float = 0.0,
@@ -102,12 +148,17 @@ def affine(mask: np.ndarray, fov: np.ndarray, angle: float = 0.0, scale: float =
     M = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(angle), float(scale))
     M[0, 2] += tx * w
     M[1, 2] += ty * h
-    def warp(a: np.ndarray) -> np.ndarray:
-        out = cv2.warpAffine(np.ascontiguousarray(a, dtype=np.float32), M, (w, h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return out >= 0.5
-    new_fov = warp(f)
-    return warp(m) & new_fov, new_fov
+    # the same bilinear sampling as cv2.warpAffine, via maps, so mask and skeleton share one geometry
+    inv = cv2.invertAffineTransform(M)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    map_x = (inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]).astype(np.float32)
+    map_y = (inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]).astype(np.float32)
+
+    def forward(py: np.ndarray, px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return M[1, 0] * px + M[1, 1] * py + M[1, 2], M[0, 0] * px + M[0, 1] * py + M[0, 2]
+
+    new_fov = _warp_binary(np.ascontiguousarray(f), map_x, map_y)
+    return _warp_mask(np.ascontiguousarray(m), map_x, map_y, forward) & new_fov, new_fov
 
 
 def _segments(skeleton: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
@@ -118,27 +169,49 @@ def _segments(skeleton: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     return labels, n, zone
 
 
+def _nearest_skeleton(skeleton: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel, the (row, col) index arrays of its nearest skeleton pixel."""
+    _, (iy, ix) = ndi.distance_transform_edt(~skeleton, return_indices=True)
+    return iy, ix
+
+
 def change_width(mask: np.ndarray, fov: np.ndarray, seed: int, scale: float, sigma: float) -> Pair:
     """Multiply vessel radii by ``scale`` and a per-segment log-normal factor (std ``sigma``).
 
-    The mask is re-rendered from its skeleton (radius >= 0.5 px), so topology is preserved.
+    Where the factor ``k`` of a pixel's nearest skeleton pixel is >= 1, discs of radius
+    ``k * radius`` (:func:`distance_radius`, re-rendered with :func:`render_from_skeleton`) are added
+    to the vessel; where it is < 1 the vessel is cut back to the pixels within ``k * (radius + 0.5)``
+    of the skeleton. A factor of exactly 1 returns the mask unchanged, and the skeleton is always
+    kept, so topology is preserved and nothing disappears.
     """
+    mask = mask & fov
     sk = skeletonize(mask)
+    if not sk.any():
+        return mask, fov
     radius = distance_radius(mask)
     labels, n, _ = _segments(sk)
     rng = np.random.default_rng(seed)
     factor = np.exp(rng.normal(0.0, sigma, size=n + 1)) if sigma > 0 else np.ones(n + 1)
     factor[0] = 1.0  # junction pixels keep the global factor only
-    new_r = np.maximum(radius * scale * factor[labels], 0.5)
-    return render_from_skeleton(sk, new_r) & fov, fov
+    k = np.where(sk, scale * factor[labels], 1.0)
+    grown = render_from_skeleton(sk, radius * np.maximum(k, 1.0))
+    dist, (iy, ix) = ndi.distance_transform_edt(~sk, return_indices=True)
+    k_near = k[iy, ix]
+    # shrinking: keep pixels within k * EDT of their skeleton pixel (EDT = radius + 0.5)
+    keep = dist <= k_near * (radius[iy, ix] + 0.5)
+    out = np.where(k_near >= 1.0, mask | grown, mask & keep) | sk
+    return out & fov, fov
 
 
 def prune_terminal(mask: np.ndarray, fov: np.ndarray, seed: int, fraction: float, max_length: float) -> Pair:
     """Remove a random ``fraction`` of terminal branches shorter than ``max_length`` pixels.
 
-    A terminal branch is a skeleton segment with an end point that touches a junction. The kept
-    skeleton is re-rendered with its original radii.
+    A terminal branch is a skeleton segment with an end point that touches a junction. Vessel
+    pixels whose nearest skeleton pixel was removed are deleted unless a disc of the remaining
+    skeleton (:func:`render_from_skeleton`, original radii) covers them, so the parent vessel
+    keeps its shape and untouched vessels stay exactly as they were.
     """
+    mask = mask & fov
     sk = skeletonize(mask)
     radius = distance_radius(mask)
     labels, n, zone = _segments(sk)
@@ -161,7 +234,10 @@ def prune_terminal(mask: np.ndarray, fov: np.ndarray, seed: int, fraction: float
     for _ in range(2):
         nb = neighbour_count(kept)
         kept &= ~(zone & (nb <= 1) & (nb0 >= 2))
-    return render_from_skeleton(kept, radius) & fov, fov
+    removed = sk & ~kept
+    iy, ix = _nearest_skeleton(sk)
+    drop = removed[iy, ix] & ~render_from_skeleton(kept, radius)
+    return mask & ~drop, fov
 
 
 def _local_direction(sk: np.ndarray, y: int, x: int, half: int = 4) -> float:

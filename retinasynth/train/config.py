@@ -86,10 +86,11 @@ class FitConfig:
 
 
 # Measured on the 2-core reference machine (benchmarks/RESULTS.md): ngf=ndf=48 at a 256 crop costs
-# ~0.5 s/step, so 3000 steps on 512x512 DRIVE finish in ~30 min, inside the 45 min budget.
+# ~0.5-0.7 s/step, so 2500 steps on 512x512 DRIVE take ~25-30 min, inside the 45 min budget
+# with room for a busy machine.
 PROFILES: dict[str, dict] = {
     "cpu": {"data": {"size": 512}, "model": {"ngf": 48, "ndf": 48},
-            "train": {"steps": 3000, "crop": 256, "batch_size": 1}},
+            "train": {"steps": 2500, "crop": 256, "batch_size": 1}},
     # The published pix2pix recipe (ngf=ndf=64, batch 1, lr 2e-4 constant then linear decay over
     # 200 epochs): 200 epochs x 18 images of 512x512 in 4 crops of 256 each ~= 14400 steps.
     "paper": {"data": {"size": 512}, "model": {"ngf": 64, "ndf": 64},
