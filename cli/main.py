@@ -86,5 +86,21 @@ def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, devi
     click.echo(f"run written to {out} (weights: generator_ema.safetensors, samples: {out}/samples/)")
 
 
+@main.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=str), required=True, help="Run directory from fit.")
+@click.option("--data", "data_path", type=click.Path(path_type=str), required=True, help="Dataset root folder.")
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
+              help="Where to write metrics.json, per_image.csv, comparison.png [RUN/eval-SPLIT].")
+@click.option("--raw", is_flag=True, help="Use the raw generator weights instead of the EMA copy.")
+@_device_option
+def evaluate(run_dir, data_path, split, out_dir, raw, device) -> None:
+    """MSE, SSIM and PSNR of generated vs real images: the notebook's protocol and a sound one."""
+    from retinasynth.train.evaluate import evaluate as run_eval
+    from retinasynth.train.evaluate import format_result
+
+    click.echo(format_result(run_eval(run_dir, data_path, split, out_dir, ema=not raw, device=device)))
+
+
 if __name__ == "__main__":
     main()

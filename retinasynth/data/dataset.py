@@ -93,10 +93,17 @@ class Dataset:
             items += [(s.id + ":image", s.image), (s.id + ":mask", s.mask)]
         return fingerprint_arrays(items)
 
+    def sample_fingerprints(self) -> dict[str, str]:
+        """Per-sample sha256 of the decoded image at working resolution (for leakage checks)."""
+        from retinasynth.provenance import fingerprint_arrays
+
+        return {s.id: fingerprint_arrays([("image", s.image)]) for s in self.samples}
+
     def describe(self) -> dict:
-        return {"root": str(self.root), "layout": self.layout, "split": self.split,
+        return {"root": str(Path(self.root).resolve()), "layout": self.layout, "split": self.split,
                 "split_source": self.split_source, "n": len(self), "ids": self.ids,
-                "config": dataclasses.asdict(self.config), "fingerprint": self.fingerprint()}
+                "config": dataclasses.asdict(self.config), "fingerprint": self.fingerprint(),
+                "sample_fingerprints": self.sample_fingerprints()}
 
 
 def detect_layout(root: str | Path) -> Layout:
@@ -185,7 +192,8 @@ def load_dataset(root: str | Path, split: str = "train", cfg: DataConfig | None 
     root = Path(root)
     layout, index, records = index_dataset(root, cfg)
     wanted = [r for r in records if split == "all" or r.split == split]
-    problems = [p for p in index.problems if split == "all" or _problem_in_split(p, split, layout.name)]
+    problems = [p for p in index.problems
+                if split == "all" or _problem_in_split(p.replace(str(root), "", 1), split, layout.name)]
     samples = []
     it = wanted
     if progress:
@@ -206,7 +214,8 @@ def load_dataset(root: str | Path, split: str = "train", cfg: DataConfig | None 
 
 
 def _problem_in_split(problem: str, split: str, layout: str) -> bool:
-    """Index problems name their folder; keep those of the requested split (all, if unknown)."""
+    """Index problems name their folder (relative to the root, so that a root under e.g. /data/test/
+    does not look like the test split); keep those of the requested split (all, if unknown)."""
     names = {"train": ("/training", "/train"), "test": ("/test", "/testing")}
     other = "test" if split == "train" else "train"
     mine = any(n + ":" in problem or n + "/" in problem for n in names[split])

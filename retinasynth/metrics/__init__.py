@@ -1,0 +1,1 @@
+"""Image similarity (two protocols) and segmentation scores."""
