@@ -70,6 +70,18 @@ def test_16bit_rgb_and_grey_scaled_to_uint8(tmp_path, no_warnings):
         assert np.abs(out[..., 0].astype(int) - np.round(grey16 / 257.0)).max() <= 1
 
 
+@pytest.mark.parametrize("ext", [".pgm", ".ppm"])
+def test_16bit_netpbm_grey_scaled_to_uint8(tmp_path, ext, no_warnings):
+    """Pillow reads 16-bit PGM as int32 mode "I"; it must scale by 65535, not by 2**31 - 1."""
+    grey16 = np.random.default_rng(4).integers(0, 65536, (40, 48)).astype(np.uint16)
+    ok, buf = cv2.imencode(".pgm", grey16)
+    assert ok
+    (tmp_path / f"g16{ext}").write_bytes(buf.tobytes())
+    out = read_image(tmp_path / f"g16{ext}")
+    assert out.dtype == np.uint8 and out.shape == (40, 48, 3)
+    assert np.abs(out[..., 0].astype(int) - np.round(grey16 / 257.0)).max() <= 1
+
+
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".gif", ".tif"])
 def test_grey_image_becomes_three_equal_channels(tmp_path, save_image, ext, no_warnings):
     grey = np.tile(np.arange(48, dtype=np.uint8) * 5, (40, 1))
@@ -260,3 +272,15 @@ def test_drive_with_corrupt_tiff_and_missing_mask_reports_both(tmp_path, make_dr
         load_dataset(root, "train", NATIVE)
     _one_line_error(e, "23_training.tif", "22_training.tif")
     assert load_dataset(root, "test", NATIVE).ids == ["01", "02"]  # the test split is fine
+
+
+@pytest.mark.parametrize("parent", ["test", "training"])
+def test_split_problems_do_not_leak_when_the_root_sits_under_a_split_named_folder(tmp_path, make_drive, parent):
+    root = make_drive(tmp_path / parent / "DRIVE")
+    (root / "training" / "1st_manual" / "22_manual1.gif").unlink()
+    (root / "test" / "1st_manual" / "02_manual1.gif").unlink()
+    for split, bad, good in (("train", "22_training.tif", "02_test.tif"), ("test", "02_test.tif", "22_training.tif")):
+        with pytest.raises(DataError) as e:
+            load_dataset(root, split, NATIVE)
+        msg = _one_line_error(e, "1 problem(s)", bad)
+        assert good not in msg

@@ -17,6 +17,9 @@ def inspect_dataset(root: str | Path, layout: str | None = None) -> dict:
     cfg = DataConfig(layout=layout, size=None)
     lay, index, records = index_dataset(root, cfg)
     problems = list(index.problems)
+    if not records and not problems:  # e.g. a forced --layout that does not fit the folder
+        problems.append(f"{Path(root)}: no samples found as the {lay.name} layout (expects {lay.expects}); "
+                        "check the folder or the --layout option.")
     splits: Counter = Counter()
     sizes: Counter = Counter()
     fov_sources: Counter = Counter()

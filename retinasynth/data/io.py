@@ -98,7 +98,10 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.integer):
-        maxv = np.iinfo(arr.dtype).max if arr.max() > 255 else 255
+        mx = int(arr.max())
+        maxv = 255 if mx <= 255 else np.iinfo(arr.dtype).max
+        if arr.dtype.itemsize > 2 and mx <= 65535:
+            maxv = 65535  # 16-bit data in a wider container: Pillow reads 16-bit PGM/PPM as int32 "I"
         return (arr.astype(np.float64) * (255.0 / maxv)).round().clip(0, 255).astype(np.uint8)
     a = arr.astype(np.float64)
     scale = 255.0 if a.max() <= 1.0 else 1.0
@@ -137,8 +140,6 @@ def read_mask(path: str | Path, *, warn_non_binary: bool = True) -> np.ndarray:
         if not np.isin(vals, (0, 1, 255)).all():
             warn_once(f"{path.parent}: masks are not binary (values {_fmt_vals(vals)}); "
                       f"thresholding at > {MASK_THRESHOLD}.", key=f"non-binary:{path.parent}")
-    elif arr.max() == 1:
-        pass
     if arr.max() == 1:  # 0/1 masks
         return arr.astype(bool)
     return arr > MASK_THRESHOLD
