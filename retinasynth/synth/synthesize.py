@@ -1,0 +1,340 @@
+"""`retinasynth synthesize`: render real, perturbed and procedural masks into a synthetic dataset.
+
+Output folder (a generic-layout dataset that `load_dataset` reads directly)::
+
+    images/syn_000000.png  masks/syn_000000.png (0/255)  fov/syn_000000.png
+    manifest.jsonl   one line per pair: files, mask source, source mask, recipe, seeds, generator sha256
+    metadata.jsonl   the same pairs for the Hugging Face `imagefolder` loader
+    synth.json       settings, the generator run and its training data (for leakage checks)
+    README.md        dataset card      preview.png   contact sheet
+
+Pair ``p`` depends only on (seed, p): its mask source and mask come from ``default_rng([seed, p //
+samples_per_mask])``. Pairs are rendered in fixed chunks of ``batch_size``, so a resumed or sharded run
+writes the same bytes as one uninterrupted run. Files are written atomically by worker threads
+while the generator renders the next chunk; a pair enters the manifest only once its files exist.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retinasynth.config import from_dict
+from retinasynth.data.dataset import DataConfig, load_dataset
+from retinasynth.data.preprocess import resize_image, resize_mask
+from retinasynth.errors import ConfigError, RetinaSynthError
+from retinasynth.provenance import (
+    run_record,
+    versions,
+    write_json_atomic,
+    write_png_atomic,
+    write_text_atomic,
+)
+from retinasynth.synth.render import load_generator
+from retinasynth.synth.sources import MaskFactory, MaskSpec, parse_mix
+from retinasynth.train.checkpoint import read_run_config
+
+MANIFEST = "manifest.jsonl"
+PARTIAL = ".manifest.inprogress.jsonl"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    n: int = 1000
+    sources: str = "real:0.2,perturbed:0.4,procedural:0.4"
+    seed: int = 0
+    samples_per_mask: int = 1
+    resolution: int | None = None  # None: the generator's working resolution
+    batch_size: int = 8
+    shard: str = "0/1"
+    workers: int = 2
+    stochastic: bool = False  # forced on when samples_per_mask > 1
+    ema: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n <= 0:
+            raise ConfigError(f"--n must be a positive integer, got {self.n!r}.")
+        for name in ("samples_per_mask", "batch_size", "workers"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}.")
+        if self.resolution is not None and (not isinstance(self.resolution, int) or self.resolution < 32):
+            raise ConfigError(f"--resolution must be an integer >= 32, got {self.resolution!r}.")
+        parse_mix(self.sources)
+        self.shard_range(self.n)
+
+    @property
+    def mix(self) -> dict[str, float]:
+        return parse_mix(self.sources)
+
+    def shard_range(self, n: int) -> range:
+        try:
+            i, k = (int(x) for x in self.shard.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard must look like i/N (e.g. 0/4), got {self.shard!r}.") from None
+        if k < 1 or not 0 <= i < k:
+            raise ConfigError(f"--shard {self.shard}: need N >= 1 and 0 <= i < N.")
+        return range(i * n // k, (i + 1) * n // k)
+
+
+def _pair_id(p: int) -> str:
+    return f"syn_{p:06d}"
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool, settings: dict) -> set[int]:
+    """Check/prepare the output folder; return the pair indices already complete (on resume)."""
+    if out.exists() and not out.is_dir():
+        raise RetinaSynthError(f"{out}: exists and is a file; choose a folder for --out.")
+    # A folder holding only the empty sub-folders of a run killed at start-up counts as empty.
+    non_empty = out.is_dir() and any(not (p.is_dir() and p.name in ("images", "masks", "fov")
+                                          and not any(p.iterdir())) for p in out.iterdir())
+    if non_empty and overwrite:
+        shutil.rmtree(out)
+        non_empty = False
+    if non_empty and not resume:
+        raise RetinaSynthError(f"{out}: folder is not empty; pass --resume to continue it or --overwrite "
+                               "to replace it.")
+    done: set[int] = set()
+    if non_empty:
+        meta = out / "synth.json"
+        if not meta.is_file():
+            raise RetinaSynthError(f"{out}: not a retinasynth synthetic set (no synth.json); cannot resume.")
+        old = json.loads(meta.read_text())["settings"]
+        diff = [k for k in settings if old.get(k) != settings[k]]
+        if diff:
+            raise RetinaSynthError(f"{out}: --resume with different settings ({', '.join(diff)}); use the "
+                                   "original ones or --overwrite.")
+        for name in (MANIFEST, PARTIAL):
+            for rec in _read_manifest(out / name):
+                if all((out / rec[k]).is_file() for k in ("image", "mask", "fov")):
+                    done.add(int(rec["pair"]))
+    return done
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    """Manifest lines; a line cut short by a kill is ignored."""
+    if not path.is_file():
+        return []
+    out = []
+    for ln in path.read_text().splitlines():
+        try:
+            out.append(json.loads(ln))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = None, *, resume: bool = False,
+               overwrite: bool = False, data_root: str | Path | None = None, progress: bool = True,
+               device: str | None = None) -> dict:
+    """Write ``cfg.n`` synthetic image/mask pairs (this shard's share) rendered by the run's generator.
+
+    Args:
+        run_dir: a `retinasynth fit` run directory.
+        out: output folder (refused if non-empty unless ``resume`` or ``overwrite``).
+        cfg: what to synthesise.
+        data_root: the dataset whose training masks feed the real/perturbed sources (default: the
+            run's own training data, as recorded in its config.json).
+
+    Returns:
+        A summary dict: counts per source, timings (generator-only and total), paths.
+    """
+    cfg = cfg or SynthConfig()
+    out = Path(out)
+    run_cfg = read_run_config(run_dir)
+    gen = load_generator(run_dir, ema=cfg.ema, device=device)
+    size = gen.size
+    res = cfg.resolution or size
+    stochastic = cfg.stochastic or cfg.samples_per_mask > 1
+    mix = cfg.mix
+    settings = {**asdict(cfg), "generator_sha256": gen.weights_sha256}
+    done = _prepare_out(out, resume, overwrite, settings)
+
+    run_data = run_cfg["data"]
+    train_masks: list = []
+    source_data = None
+    if any(k in mix for k in ("real", "perturbed")):
+        root = Path(data_root or run_data["root"])
+        data_cfg = from_dict(DataConfig, {**run_cfg["config"]["data"], "size": size})
+        ds = load_dataset(root, "train", data_cfg)  # never a test split
+        train_masks = [(s.id, s.mask, s.fov) for s in ds]
+        source_data = str(root.resolve())
+    factory = MaskFactory(mix, train_masks, size, cfg.seed)
+
+    record = run_record(cfg.seed)
+    meta = {"settings": settings, "run_dir": str(Path(run_dir).resolve()), "generator_sha256": gen.weights_sha256,
+            "run_data": {k: run_data.get(k) for k in ("root", "layout", "train_ids", "val_ids", "config",
+                                                       "fingerprint", "sample_fingerprints")},
+            "n": cfg.n, "resolution": res, "mix": mix, "stochastic": stochastic, "record": record,
+            "status": "running"}
+    write_json_atomic(out / "synth.json", meta)
+    for sub in ("images", "masks", "fov"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+    todo = [p for p in cfg.shard_range(cfg.n) if p not in done]
+    first = cfg.shard_range(cfg.n).start
+    chunks: dict[int, list[int]] = {}
+    for p in todo:
+        chunks.setdefault((p - first) // cfg.batch_size, []).append(p)
+    vers = {k: v for k, v in versions().items() if k in ("retinasynth", "torch", "numpy", "cv2")}
+    base_line = {"generator_sha256": gen.weights_sha256, "run_dir": meta["run_dir"], "versions": vers}
+
+    def masks_for(pairs: list[int]) -> dict[int, MaskSpec]:
+        return {mi: factory(mi) for mi in sorted({p // cfg.samples_per_mask for p in pairs})}
+
+    def write_pair(p: int, image: np.ndarray, spec: MaskSpec) -> dict:
+        mask, fov = spec.mask, spec.fov
+        if res != size:
+            image = resize_image(image, (res, res))
+            fov = resize_mask(fov, (res, res), thin=False)
+            mask = resize_mask(mask, (res, res)) & fov
+        pid = _pair_id(p)
+        files = {"image": f"images/{pid}.png", "mask": f"masks/{pid}.png", "fov": f"fov/{pid}.png"}
+        write_png_atomic(out / files["image"], image)
+        write_png_atomic(out / files["mask"], mask.astype(np.uint8) * 255)
+        write_png_atomic(out / files["fov"], fov.astype(np.uint8) * 255)
+        return {"id": pid, "pair": p, **files, "source": spec.source, "source_mask_id": spec.source_mask_id,
+                "source_split": "train" if spec.source_mask_id else None,
+                "source_data": source_data if spec.source_mask_id else None, "recipe": spec.recipe,
+                "procedural": spec.info, "seed": [cfg.seed, p // cfg.samples_per_mask],
+                "sample_index": p % cfg.samples_per_mask, "stochastic": stochastic,
+                "render_seed": (cfg.seed * 1_000_003 + p) if stochastic else None, **base_line}
+
+    gen_time, t_start = 0.0, time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cfg.shard_range(cfg.n)), initial=len(cfg.shard_range(cfg.n)) - len(todo),
+                   desc="synthesize", unit="pair", dynamic_ncols=True)
+    keys = sorted(chunks)
+    with ThreadPoolExecutor(cfg.workers) as pool, open(out / PARTIAL, "a") as manifest:
+        pending: list[Future] = []
+        nxt = pool.submit(masks_for, chunks[keys[0]]) if keys else None
+        for k_i, k in enumerate(keys):
+            specs = nxt.result()
+            nxt = pool.submit(masks_for, chunks[keys[k_i + 1]]) if k_i + 1 < len(keys) else None
+            pairs = chunks[k]
+            t0 = time.perf_counter()
+            if stochastic:
+                images = [gen.render(specs[p // cfg.samples_per_mask].mask, specs[p // cfg.samples_per_mask].fov,
+                                     stochastic=True, seed=cfg.seed * 1_000_003 + p)[0] for p in pairs]
+            else:
+                # Render the whole fixed chunk so bytes never depend on which pairs were already done.
+                full = list(range(first + k * cfg.batch_size,
+                                  min(first + (k + 1) * cfg.batch_size, cfg.shard_range(cfg.n).stop)))
+                if len(full) != len(pairs):
+                    specs = masks_for(full)
+                rendered = gen.render([specs[p // cfg.samples_per_mask].mask for p in full],
+                                      [specs[p // cfg.samples_per_mask].fov for p in full])
+                images = [rendered[full.index(p)] for p in pairs]
+            gen_time += time.perf_counter() - t0
+            pending += [pool.submit(write_pair, p, img, specs[p // cfg.samples_per_mask])
+                        for p, img in zip(pairs, images)]
+            pending = _drain(pending, manifest, bar, block=len(pending) > 2 * cfg.batch_size)
+        _drain(pending, manifest, bar, block=True)
+    if bar is not None:
+        bar.close()
+    total = time.perf_counter() - t_start
+
+    lines = {r["pair"]: r for r in _read_manifest(out / MANIFEST) + _read_manifest(out / PARTIAL)}
+    shard = cfg.shard_range(cfg.n)
+    missing = [p for p in shard if p not in lines]
+    if missing:
+        raise RetinaSynthError(f"{out}: {len(missing)} pairs missing after synthesis (first {missing[:5]}); "
+                               "rerun with --resume.")
+    ordered = [lines[p] for p in shard]
+    write_text_atomic(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in ordered))
+    (out / PARTIAL).unlink(missing_ok=True)
+    write_text_atomic(out / "metadata.jsonl", "".join(json.dumps({
+        "file_name": r["image"], "mask_file_name": r["mask"], "fov_file_name": r["fov"], "source": r["source"],
+        "source_mask_id": r["source_mask_id"]}) + "\n" for r in ordered))
+    counts = Counter(r["source"] for r in ordered)
+    timing = {"pairs_this_call": len(todo), "generator_s": gen_time, "total_s": total,
+              "pairs_per_s": len(todo) / total if total > 0 else None,
+              "overhead_vs_generator": (total / gen_time - 1) if gen_time > 0 else None}
+    meta.update(status="complete", counts=dict(counts), timing=timing)
+    write_json_atomic(out / "synth.json", meta)
+    write_text_atomic(out / "README.md", _dataset_card(meta, run_cfg, len(ordered)))
+    write_png_atomic(out / "preview.png", contact_sheet(out, ordered[:16]))
+    return {"out": str(out), "n": len(ordered), "counts": dict(counts), "timing": timing}
+
+
+def _drain(pending: list[Future], manifest, bar, block: bool) -> list[Future]:
+    """Record finished writes in the manifest, in order; keep the rest pending."""
+    while pending and (block or pending[0].done()):
+        rec = pending.pop(0).result()
+        manifest.write(json.dumps(rec) + "\n")
+        manifest.flush()
+        if bar is not None:
+            bar.update(1)
+    return pending
+
+
+def contact_sheet(out: Path, recs: list[dict], tile: int = 160, cols: int = 4) -> np.ndarray:
+    """Image | mask tiles of the first pairs, ``cols`` pairs per row."""
+    from retinasynth.data.io import read_image, read_mask
+
+    tiles = []
+    for r in recs:
+        img = resize_image(read_image(out / r["image"]), (tile, tile))
+        m = resize_mask(read_mask(out / r["mask"], warn_non_binary=False), (tile, tile))
+        tiles.append(np.concatenate([img, np.repeat(m[:, :, None].astype(np.uint8) * 255, 3, 2)], axis=1))
+    while len(tiles) % cols:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i:i + cols], axis=1) for i in range(0, len(tiles), cols)]
+    return np.concatenate(rows, axis=0)
+
+
+_TERMS = {
+    "drive": ("DRIVE", "J. Staal et al., Ridge-based vessel segmentation in color images of the retina, "
+              "IEEE TMI 23(4):501-509, 2004", "research use only; no redistribution of the original images"),
+    "kaggle": ("Kaggle 'Retina Blood Vessel' (DRIVE resized to 512x512)", "the DRIVE paper (Staal et al., 2004)",
+               "as DRIVE: research use only"),
+    "chase": ("CHASE_DB1", "Fraz et al., IEEE TBME 59(9):2538-2548, 2012", "see the CHASE_DB1 terms"),
+    "stare": ("STARE", "Hoover et al., IEEE TMI 19(3):203-210, 2000", "see the STARE terms"),
+    "hrf": ("HRF", "Budai et al., Int. J. Biomed. Imaging 2013:154860", "see the HRF terms"),
+}
+
+
+def _dataset_card(meta: dict, run_cfg: dict, n: int) -> str:
+    layout = meta["run_data"].get("layout")
+    name, cite, terms = _TERMS.get(layout, (f"{layout} dataset", "see its source", "see its source's terms"))
+    counts = "\n".join(f"| {k} | {v} |" for k, v in sorted(meta["counts"].items()))
+    s = meta["settings"]
+    return f"""# Synthetic retinal fundus images with vessel masks (retinasynth)
+
+{n} synthetic fundus photographs at {meta['resolution']}x{meta['resolution']}, each with the binary vessel
+mask it was rendered from (`masks/`, 0/255) and a field-of-view mask (`fov/`). Generic layout: load it
+with `retinasynth.data.load_dataset(DIR, "all")`, or with Hugging Face `datasets` as
+`load_dataset("imagefolder", data_dir=DIR)` (`metadata.jsonl`).
+
+## How it was made
+- Generator: Pix2Pix U-Net from the run `{meta['run_dir']}` ({'EMA' if s['ema'] else 'raw'} weights,
+  sha256 `{meta['generator_sha256']}`), trained on the training split of {name}
+  (`{meta['run_data'].get('root')}`, {len(meta['run_data'].get('train_ids') or [])} images).
+- Masks: mix {s['sources']}; seed {s['seed']}; {s['samples_per_mask']} image(s) per mask
+  ({'stochastic' if meta['stochastic'] else 'deterministic'} rendering).
+  Real and perturbed masks come from the training split only; every pair's source mask and
+  perturbation recipe are in `manifest.jsonl`.
+
+| mask source | pairs |
+|---|---|
+{counts}
+
+## Terms and citation
+The generator learned from {name}: {terms}. Treat these synthetic images under the same terms, and cite
+{cite}.
+
+## Limitations
+The images are as realistic as the generator; they can carry its artefacts. Use them to augment real
+data, and measure the benefit with `retinasynth benchmark-downstream`, which refuses synthetic sets that
+saw the evaluation images.
+"""
