@@ -57,6 +57,19 @@ def data_inspect(path: str, layout: str | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+@data.command("phantom")
+@click.option("--n", "n", type=int, default=40, show_default=True, help="Number of phantom images.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Output folder.")
+@click.option("--size", type=int, default=256, show_default=True, help="Image side in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_phantom(n: int, out_dir: str, size: int, seed: int) -> None:
+    """Write procedural fundus-like phantoms with vessel and FOV masks (generic layout)."""
+    from retinasynth.synth.phantom import write_phantom_dataset
+
+    out = write_phantom_dataset(out_dir, n=n, size=size, seed=seed)
+    click.echo(f"{n} phantom image/mask/FOV triplets written to {out} (generic layout)")
+
+
 def _device_option(f):
     return click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")(f)
 
@@ -65,8 +78,8 @@ def _device_option(f):
 @click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
               help="Dataset root folder (any supported layout). Only its training split is used.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Run directory to create.")
-@click.option("--profile", type=click.Choice(["cpu", "paper", "tiny"]), default="cpu", show_default=True,
-              help="cpu: <45 min on 2 cores; paper: the pix2pix recipe for GPUs; tiny: seconds, for tests.")
+@click.option("--profile", type=click.Choice(["cpu", "paper", "demo", "tiny"]), default="cpu", show_default=True,
+              help="cpu: <45 min on 2 cores; paper: the pix2pix recipe for GPUs; demo/tiny: minutes/seconds.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with data/model/train sections overriding the profile.")
 @click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
