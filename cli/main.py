@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 
@@ -96,7 +97,8 @@ def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, devi
     if not resume and data_path is None:
         raise click.UsageError("--data is required (unless --resume).")
     out = run_fit(cfg, data_path, out_dir, resume=resume, progress=not quiet, device=device)
-    click.echo(f"run written to {out} (weights: generator_ema.safetensors, samples: {out}/samples/)")
+    if os.environ.get("RANK", "0") == "0":
+            click.echo(f"run written to {out} (weights: generator_ema.safetensors, samples: {out}/samples/)")
 
 
 @main.command()

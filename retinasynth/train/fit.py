@@ -125,6 +125,8 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
         raise RetinaSynthError("no training data given; pass --data PATH.")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dd = _init_distributed(dev.type)
+    if dd.world > 1:
+        dist.barrier()  # every rank has checked --out before rank 0 writes into it
     if dev.type == "cuda":
         dev = torch.device("cuda", dd.local_rank)
         torch.cuda.set_device(dev)

@@ -1,0 +1,61 @@
+"""``retinasynth benchmark-downstream``: flags -> BenchConfig -> one call to the library.
+
+Registered in cli/main.py with ``main.add_command(benchmark_downstream)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from retinasynth.errors import RetinaSynthError
+
+
+@click.command("benchmark-downstream", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", "data_path", type=click.Path(path_type=str), required=True,
+              help="Real dataset root (any supported layout): its train split feeds the regimes, its test split "
+                   "is scored.")
+@click.option("--synth", "synth_dir", type=click.Path(path_type=str), default=None,
+              help="Synthetic set written by `retinasynth synthesize` (needed unless only arm 'real' is run).")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
+              help="Output folder; completed runs found in OUT/runs are reused (resume).")
+@click.option("--profile", type=click.Choice(["cpu", "full", "tiny"]), default="cpu", show_default=True,
+              help="cpu: the whole protocol in <= 60 min on 2 cores; full: GPU scale; tiny: seconds, for tests.")
+@click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
+              help="JSON/YAML file with a 'bench' section (or top-level keys) overriding the profile.")
+@click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one setting, e.g. -o bench.steps=300 -o bench.arms=real,real+synth (repeatable).")
+@click.option("--test-data", "test_data", type=click.Path(path_type=str), default=None,
+              help="Extra evaluation set: another dataset's test split (all of it if it has none), reported apart.")
+@click.option("--allow-unverified-synth", is_flag=True,
+              help="Use a synthetic folder without manifest.jsonl/synth.json; recorded as a warning. Detected "
+                   "leakage is refused regardless.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, overrides, test_data,
+                         allow_unverified_synth, quiet, device) -> None:
+    """Train segmenters on real, real+synthetic and synthetic pairs; score them on REAL test images."""
+    from retinasynth.bench import benchmark_downstream as run_bench
+    from retinasynth.bench import build_bench_config
+    from retinasynth.bench.report import eval_names, paired_table, scores_table
+
+    try:
+        cfg = build_bench_config(profile, config_file, overrides)
+        res = run_bench(data_path, synth_dir, out_dir, cfg, test_data=test_data, progress=not quiet,
+                        allow_unverified_synth=allow_unverified_synth, device=device)
+    except RetinaSynthError as e:
+        click.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(2)
+    for ev in eval_names(res["runs"]):
+        click.echo(f"\n{ev} ({res['data']['eval'][ev]['n']} images, native resolution, inside the FOV):\n")
+        click.echo(scores_table(res["summary"], ev))
+        pt = paired_table(res["paired"], ev)
+        if pt:
+            click.echo("\n" + pt)
+    for w in res["warnings"]:
+        click.secho(f"warning: {w}", fg="yellow", err=True)
+    out = Path(out_dir)
+    click.echo(f"\nwritten: {out / 'report.md'}, {out / 'results.json'}, {out / 'summary.csv'}, "
+               f"{out / 'dice_vs_n.png'}")
