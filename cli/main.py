@@ -152,5 +152,9 @@ def synthesize(run_dir, n, out_dir, sources, seed, samples_per_mask, resolution,
                f"preview: {r['out']}/preview.png")
 
 
+from retinasynth_cli.bench import benchmark_downstream  # noqa: E402
+
+main.add_command(benchmark_downstream)
+
 if __name__ == "__main__":
     main()

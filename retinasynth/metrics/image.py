@@ -38,6 +38,9 @@ def sound_scores(fake: np.ndarray, real: np.ndarray, fov: np.ndarray) -> dict[st
     if not m.any():
         raise ValueError("empty FOV: nothing to score")
     mse = float(((a - b) ** 2)[m].mean())
+    # SSIM windows near the FOV border reach outside it: give both images the same content there, so
+    # only differences inside the FOV count.
+    b = np.where(m[..., None], b, a)
     _, smap = structural_similarity(a, b, channel_axis=-1, data_range=1.0, gaussian_weights=True,
                                     sigma=1.5, use_sample_covariance=False, full=True)
     ssim = float(smap.mean(axis=-1)[m].mean())

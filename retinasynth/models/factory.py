@@ -58,8 +58,9 @@ class ModelConfig:
         if self.depth is not None:
             return self.depth
         if train_side < 32 or train_side & (train_side - 1):
-            raise ConfigError(f"with model.depth null the training crop/size must be a power of two >= 32 "
-                              f"(e.g. 64, 128, 256, 512), got {train_side}; or set model.depth.")
+            raise ConfigError(f"with model.depth null the training side (train.crop, or data.size when "
+                              f"train.crop is null) must be a power of two >= 32 (e.g. 64, 128, 256, 512), "
+                              f"got {train_side}; or set model.depth.")
         return min(8, int(math.log2(train_side)))
 
 

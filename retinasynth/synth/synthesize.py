@@ -215,7 +215,12 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
         bar = tqdm(total=len(cfg.shard_range(cfg.n)), initial=len(cfg.shard_range(cfg.n)) - len(todo),
                    desc="synthesize", unit="pair", dynamic_ncols=True)
     keys = sorted(chunks)
-    with ThreadPoolExecutor(cfg.workers) as pool, open(out / PARTIAL, "a") as manifest:
+    partial = out / PARTIAL
+    if partial.is_file() and partial.stat().st_size and not partial.read_bytes().endswith(b"\n"):
+        # A line cut short by a kill: end it, or the next record would be glued onto it and lost.
+        with open(partial, "a") as f:
+            f.write("\n")
+    with ThreadPoolExecutor(cfg.workers) as pool, open(partial, "a") as manifest:
         pending: list[Future] = []
         nxt = pool.submit(masks_for, chunks[keys[0]]) if keys else None
         for k_i, k in enumerate(keys):

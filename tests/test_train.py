@@ -1,0 +1,451 @@
+"""Pix2Pix core: networks, losses, config validation, the training loop, run directories, resume,
+image metrics and the `fit` / `evaluate` commands. Tiny models, a few steps, seeded, on CPU.
+
+One tiny run (4 steps on six 64x64 phantoms) is trained once per module and shared.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from retinasynth_cli.main import main
+from safetensors.torch import load_file
+from torch import nn
+
+from retinasynth.data.dataset import load_dataset
+from retinasynth.errors import ConfigError, RetinaSynthError
+from retinasynth.metrics.image import notebook_scores, sound_scores
+from retinasynth.models.factory import ModelConfig, create_discriminator, create_generator
+from retinasynth.models.losses import GANLoss
+from retinasynth.models.networks import PatchDiscriminator, UnetGenerator, init_weights
+from retinasynth.provenance import sha256_file
+from retinasynth.synth.phantom import write_phantom_dataset
+from retinasynth.synth.render import load_generator
+from retinasynth.train import checkpoint as ck
+from retinasynth.train.config import build_fit_config
+from retinasynth.train.fit import fit
+
+# threads=1: a long job shares this machine's two cores; one thread is both faster and steadier here.
+TINY = ["train.steps=4", "train.ckpt_every=2", "train.sample_every=2", "train.log_every=1", "train.threads=1"]
+
+
+def _tiny_cfg(*extra: str):
+    return build_fit_config("tiny", overrides=[*TINY, *extra])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine they lose a lot to waiting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "data", n=6, size=64, seed=0,
+                                 progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_root):
+    return fit(_tiny_cfg(), data_root, tmp_path_factory.mktemp("runs") / "tiny", progress=False)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    # main() installs its own warnings.showwarning; undo that after each test.
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    return invoke
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+# ----------------------------------------------------------------------------------------- networks
+
+
+def test_generator_forward_backward_shapes():
+    torch.manual_seed(0)
+    g = init_weights(UnetGenerator(in_channels=4, out_channels=3, ngf=4, depth=6))
+    x = torch.randn(2, 4, 64, 64)
+    y = g(x)
+    assert y.shape == (2, 3, 64, 64)
+    assert y.abs().max() <= 1.0  # tanh output
+    y.mean().backward()
+    grads = [p.grad for p in g.parameters()]
+    assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+    assert g.model.model[0].weight.grad.abs().sum() > 0  # the gradient reaches the first layer
+
+
+def test_discriminator_forward_backward_shapes():
+    torch.manual_seed(0)
+    d = init_weights(PatchDiscriminator(in_channels=7, ndf=4, n_layers=3))
+    x = torch.randn(2, 7, 64, 64)
+    y = d(x)
+    # 64 -> 32 -> 16 -> 8 (stride 2), -> 7 (stride 1), -> 6 (final 4x4 conv): 6x6 patch logits
+    assert y.shape == (2, 1, 6, 6)
+    y.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in d.parameters())
+
+
+def test_factory_builds_from_model_config():
+    cfg = ModelConfig(ngf=4, ndf=4, n_layers=2)
+    g, d = create_generator(cfg, depth=6), create_discriminator(cfg)
+    assert cfg.in_channels == 4 and g.depth == 6
+    fake = g(torch.zeros(1, 4, 64, 64))
+    assert d(torch.cat([torch.zeros(1, 4, 64, 64), fake], 1)).shape == (1, 1, 14, 14)
+    assert ModelConfig(coords=False).in_channels == 2
+
+
+def test_generator_rejects_size_not_multiple_of_2_pow_depth():
+    g = UnetGenerator(in_channels=4, ngf=4, depth=6)
+    with pytest.raises(ConfigError, match=r"multiples of 64 \(e\.g\. 64, 128, 256\); got 96x96"):
+        g(torch.zeros(1, 4, 96, 96))
+
+
+@pytest.mark.parametrize("profile, overrides, key", [
+    ("tiny", ["train.steps=0"], "train.steps"),
+    ("tiny", ["model.norm=foo"], "model.norm"),
+    ("tiny", ["train.gan_loss=bar"], "train.gan_loss"),
+    ("tiny", ["data.size=128", "train.crop=100"], "train.crop"),  # depth auto: needs a power of two
+    ("tiny", ["train.crop=100"], "train.crop"),  # larger than data.size 64
+    ("tiny", ["train.stepz=3"], "train.stepz"),
+    ("tiny", ["model.depth=4"], "model.depth"),
+    ("tiny", ["train.lr=0"], "train.lr"),
+    ("nope", [], "profile 'nope'"),
+])
+def test_invalid_config_names_the_key(profile, overrides, key):
+    with pytest.raises(ConfigError) as e:
+        build_fit_config(profile, overrides=overrides)
+    assert key in str(e.value)
+
+
+def test_crop_must_be_multiple_of_explicit_depth():
+    with pytest.raises(ConfigError, match=r"valid sizes: 64, 128, 256"):
+        build_fit_config("tiny", overrides=["data.size=96", "model.depth=6"])
+
+
+def test_override_needs_key_value():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        build_fit_config("tiny", overrides=["train.steps"])
+
+
+# --------------------------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("kind, logits, real, for_disc, expected", [
+    # vanilla: BCE with logits; mean(softplus(-x)) for real, mean(softplus(x)) for fake
+    ("vanilla", [0.0, 0.0], True, True, math.log(2.0)),
+    ("vanilla", [2.0, -1.0], True, True, (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(1.0))) / 2),
+    ("vanilla", [2.0, -1.0], False, True, (math.log1p(math.exp(2.0)) + math.log1p(math.exp(-1.0))) / 2),
+    ("vanilla", [2.0, -1.0], True, False, (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(1.0))) / 2),
+    # lsgan: mean((x - target)^2)
+    ("lsgan", [2.0, 0.0], True, True, 1.0),
+    ("lsgan", [2.0, 0.0], False, True, 2.0),
+    ("lsgan", [0.5, 1.5], True, False, 0.25),
+    # hinge: D real mean(relu(1 - x)), D fake mean(relu(1 + x)), G -mean(x)
+    ("hinge", [2.0, 0.0], True, True, 0.5),
+    ("hinge", [2.0, 0.0], False, True, 2.0),
+    ("hinge", [-3.0, -0.5], False, True, 0.25),
+    ("hinge", [2.0, 0.0], True, False, -1.0),
+])
+def test_gan_losses_hand_values(kind, logits, real, for_disc, expected):
+    loss = GANLoss(kind)(torch.tensor(logits).view(1, 1, 1, 2), real, for_disc=for_disc)
+    assert loss.shape == ()
+    assert loss.item() == pytest.approx(expected, rel=1e-6, abs=1e-7)
+
+
+def test_gan_loss_unknown_kind():
+    with pytest.raises(ConfigError, match="unknown gan_loss 'bar'; valid: vanilla, lsgan, hinge"):
+        GANLoss("bar")
+
+
+# ----------------------------------------------------------------------------------------------- init
+
+
+def test_init_weights_pix2pix_statistics():
+    torch.manual_seed(0)
+    g = create_generator(ModelConfig(ngf=8), depth=6)
+    convs = [m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    w = torch.cat([m.weight.flatten() for m in convs])
+    assert w.numel() > 100_000
+    assert abs(w.mean().item()) < 1e-3
+    assert w.std().item() == pytest.approx(0.02, rel=0.02)
+    assert all(m.bias is None or (m.bias == 0).all() for m in convs)
+    norms = [m for m in g.modules() if isinstance(m, nn.InstanceNorm2d)]
+    nw = torch.cat([m.weight for m in norms])
+    assert nw.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert nw.std().item() == pytest.approx(0.02, rel=0.3)
+    assert all((m.bias == 0).all() for m in norms)
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+def test_one_step_changes_generator_and_logs_finite_losses(tmp_path, data_root):
+    cfg = _tiny_cfg("train.steps=1")
+    run = fit(cfg, data_root, tmp_path / "one", progress=False)
+    torch.manual_seed(cfg.train.seed)  # fit seeds, then builds G first: the same initial weights
+    init = create_generator(cfg.model, 6).state_dict()
+    raw, ema = _weights(run / ck.WEIGHTS), _weights(run / ck.WEIGHTS_EMA)
+    assert set(raw) == set(init)
+    deltas = {k: (raw[k] - init[k]).abs().max().item() for k in init}
+    convs = [k for k in init if k.endswith(".weight") and init[k].ndim == 4]
+    assert convs and all(deltas[k] > 0 for k in convs)
+    # Adam's first step moves each weight by lr * g / (|g| + eps): at most lr = 2e-4, up to float32
+    # rounding of weights near 1 (norm scales; ulp 1.2e-7).
+    assert max(deltas.values()) <= 2e-4 + 2e-7
+    assert max(deltas.values()) > 1e-4
+    # EMA after step 1 uses decay min(0.999, 1/10) = 0.1.
+    for k in init:
+        torch.testing.assert_close(ema[k], 0.1 * init[k] + 0.9 * raw[k], rtol=1e-5, atol=1e-7)
+    (rec,) = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    assert rec["step"] == 1
+    assert all(math.isfinite(rec[k]) for k in ("d", "g_gan", "g_l1", "val_l1_ema"))
+    assert 0 < rec["g_l1"] < 2 and 0 < rec["val_l1_ema"] < 1
+    assert (run / "samples" / "step_000001.png").is_file()
+
+
+def test_log_and_samples_of_tiny_run(run_dir):
+    recs = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    assert all(math.isfinite(r[k]) for r in recs for k in ("d", "g_gan", "g_l1"))
+    # lr constant for the first half (decay_start 0.5), then linear to zero
+    assert [r["lr"] for r in recs] == pytest.approx([2e-4, 2e-4, 1e-4, 0.0])
+    assert ["val_l1_ema" in r for r in recs] == [False, True, False, True]
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]
+
+
+def test_run_directory_contents(run_dir, data_root):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["format_version"] == ck.FORMAT_VERSION
+    assert cfg["status"] == "complete"
+    assert cfg["config"]["profile"] == "tiny"
+    assert cfg["config"]["train"]["steps"] == 4 and cfg["config"]["data"]["size"] == 64
+    assert cfg["config"] == _tiny_cfg().to_dict()
+    assert cfg["generator"] == {"depth": 6, "in_channels": 4}
+    train = load_dataset(data_root, "train", _tiny_cfg().data)
+    assert cfg["data"]["fingerprint"] == train.fingerprint()
+    assert cfg["data"]["train_ids"] + cfg["data"]["val_ids"] == sorted(train.ids)
+    assert len(cfg["data"]["val_ids"]) == 1 and len(cfg["data"]["train_ids"]) == 3
+    assert not set(cfg["data"]["ids"]) & set(load_dataset(data_root, "test", _tiny_cfg().data).ids)
+    rec = cfg["record"]
+    assert "git_revision" in rec
+    assert {"python", "torch", "numpy", "retinasynth"} <= set(rec["versions"])
+    assert rec["seed"] == 0
+    for name in (ck.WEIGHTS, ck.WEIGHTS_EMA):
+        assert (run_dir / name).read_bytes()[8:9] == b"{"  # safetensors: u64 header length, JSON header
+        assert set(_weights(run_dir / name)) == set(create_generator(_tiny_cfg().model, 6).state_dict())
+    st = torch.load(run_dir / ck.STATE, weights_only=True)
+    assert st["step"] == 4 and st["data_fingerprint"] == train.fingerprint()
+    assert {"discriminator", "opt_g", "opt_d", "sch_g", "sch_d", "scaler", "rng_cpu"} <= set(st)
+
+
+def test_generator_round_trip_and_render_modes(run_dir, data_root):
+    s = load_dataset(data_root, "test", _tiny_cfg().data)[0]
+    g1 = load_generator(run_dir)
+    assert g1.size == 64 and g1.weights_sha256 == sha256_file(run_dir / ck.WEIGHTS_EMA)
+    a, b = g1.render(s.mask, s.fov), g1.render(s.mask, s.fov)
+    assert a.shape == (1, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert np.array_equal(a, load_generator(run_dir).render(s.mask, s.fov))
+    st1 = g1.render(s.mask, s.fov, stochastic=True, seed=1)
+    assert np.array_equal(st1, g1.render(s.mask, s.fov, stochastic=True, seed=1))
+    assert not np.array_equal(st1, g1.render(s.mask, s.fov, stochastic=True, seed=2))
+    assert np.array_equal(g1.render(s.mask, s.fov), a)  # back in eval mode afterwards
+    raw = load_generator(run_dir, ema=False)
+    assert raw.weights_sha256 == sha256_file(run_dir / ck.WEIGHTS)
+    assert not np.array_equal(raw.render(s.mask, s.fov), a)
+
+
+def test_load_generator_missing_run(tmp_path):
+    with pytest.raises(RetinaSynthError, match="run directory not found"):
+        load_generator(tmp_path / "nope")
+
+
+def test_resume_is_bit_identical_to_uninterrupted(tmp_path, data_root, run_dir):
+    cfg = _tiny_cfg()
+    out = tmp_path / "resumed"
+    fit(cfg, data_root, out, progress=False, stop_at=2)
+    assert json.loads((out / "config.json").read_text())["status"] == "running"
+    assert torch.load(out / ck.STATE, weights_only=True)["step"] == 2
+    fit(cfg, None, out, resume=True, progress=False)  # config and data root come from the run
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["status"] == "complete" and saved["record"]["resumed_from_step"] == 2
+    for name in (ck.WEIGHTS, ck.WEIGHTS_EMA):
+        a, b = _weights(run_dir / name), _weights(out / name)
+        assert set(a) == set(b)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    da = torch.load(run_dir / ck.STATE, weights_only=True)["discriminator"]
+    db = torch.load(out / ck.STATE, weights_only=True)["discriminator"]
+    assert all(torch.equal(da[k], db[k]) for k in da)
+    steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_non_empty_out_without_resume_is_refused(tmp_path, data_root):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("x")
+    with pytest.raises(RetinaSynthError, match="not empty; pass --resume"):
+        fit(_tiny_cfg(), data_root, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_resume_with_other_data_is_refused(tmp_path, data_root):
+    out = tmp_path / "r"
+    fit(_tiny_cfg(), data_root, out, progress=False, stop_at=2)
+    other = write_phantom_dataset(tmp_path / "other", n=6, size=64, seed=1, progress=False)
+    with pytest.raises(RetinaSynthError, match="fingerprint mismatch"):
+        fit(_tiny_cfg(), other, out, resume=True, progress=False)
+
+
+# -------------------------------------------------------------------------------------------- metrics
+
+
+def test_notebook_scores_are_in_pm1_units():
+    black = np.zeros((16, 16, 3), np.uint8)
+    white = np.full((16, 16, 3), 255, np.uint8)
+    s = notebook_scores(black, white)
+    assert s["mse"] == pytest.approx(4.0)  # (-1 - 1)^2
+    assert s["psnr"] == pytest.approx(0.0, abs=1e-12)  # 10 * log10(2^2 / 4)
+    grey = np.full((16, 16, 3), 51, np.uint8)
+    s = notebook_scores(grey, black)  # 51/255 = 0.2 in [0, 1] is 0.4 in [-1, 1]
+    assert s["mse"] == pytest.approx(0.16)
+    assert s["psnr"] == pytest.approx(10 * math.log10(4 / 0.16))
+    same = notebook_scores(white, white)
+    assert same["mse"] == 0.0 and same["ssim"] == pytest.approx(1.0)
+
+
+def _disc(n: int = 48, r: float = 18.0) -> np.ndarray:
+    yy, xx = np.mgrid[:n, :n]
+    return (yy - (n - 1) / 2) ** 2 + (xx - (n - 1) / 2) ** 2 <= r * r
+
+
+def test_sound_scores_known_difference():
+    fov = _disc()
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 200, (48, 48, 3)).astype(np.uint8)
+    fake = real.copy()
+    fake[fov] += 51  # 0.2 everywhere inside the FOV
+    s = sound_scores(fake, real, fov)
+    assert s["mse"] == pytest.approx(0.04)
+    assert s["psnr"] == pytest.approx(10 * math.log10(1 / 0.04))  # 13.979 dB
+    assert s["psnr"] == pytest.approx(13.9794, abs=1e-4)
+    same = sound_scores(real, real, fov)
+    assert same["mse"] == 0.0 and same["psnr"] == float("inf") and same["ssim"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="empty FOV"):
+        sound_scores(fake, real, np.zeros_like(fov))
+
+
+def test_sound_scores_ignore_pixels_outside_fov():
+    fov = _disc()
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, (48, 48, 3)).astype(np.uint8)
+    fake = rng.integers(0, 256, (48, 48, 3)).astype(np.uint8)
+    base = sound_scores(fake, real, fov)
+    fake2, real2 = fake.copy(), real.copy()
+    fake2[~fov], real2[~fov] = 255, 0
+    changed = sound_scores(fake2, real2, fov)
+    assert changed["mse"] == base["mse"] and changed["psnr"] == base["psnr"]
+    # Far from the FOV (beyond the 11x11 Gaussian window, 5 * sqrt(2) px at its corners) SSIM cannot
+    # see the change either.
+    far = ~_disc(r=26.0)
+    fake3 = fake.copy()
+    fake3[far] = 0
+    assert sound_scores(fake3, real, fov)["ssim"] == base["ssim"]
+
+
+def test_sound_ssim_ignores_pixels_just_outside_fov():
+    fov = _disc()
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, (48, 48, 3)).astype(np.uint8)
+    fake = rng.integers(0, 256, (48, 48, 3)).astype(np.uint8)
+    fake2 = fake.copy()
+    fake2[~fov] = 255
+    assert sound_scores(fake2, real, fov)["ssim"] == sound_scores(fake, real, fov)["ssim"]
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_evaluate_writes_metrics(cli, run_dir, data_root, tmp_path):
+    out = tmp_path / "eval"
+    r = cli("evaluate", "--run", run_dir, "--data", data_root, "--split", "test", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "notebook protocol" in r.output and "sound protocol" in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "metrics.json", "per_image.csv"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["split"] == "test" and m["n_images"] == 2 and m["weights"] == "ema"
+    assert m["weights_sha256"] == sha256_file(run_dir / ck.WEIGHTS_EMA)
+    for proto in ("notebook_protocol", "sound_protocol"):
+        for k in ("mse", "ssim", "psnr"):
+            sc = m[proto]["scores"][k]
+            assert {"mean", "std"} <= set(sc) and math.isfinite(sc["mean"]) and sc["n"] == 2
+        assert set(m["mean_training_image_baseline"][proto]) == {"mse", "ssim", "psnr"}
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [r["id"] for r in rows] == ["phantom_0002", "phantom_0003"]
+    mean_mse = np.mean([float(r["sound_mse"]) for r in rows])
+    assert mean_mse == pytest.approx(m["sound_protocol"]["scores"]["mse"]["mean"])
+    import cv2
+
+    grid = cv2.imread(str(out / "comparison.png"))
+    assert grid.shape == (2 * 64, 3 * 64, 3)  # two test images, mask | generated | real
+
+
+def test_cli_evaluate_refuses_training_data(cli, run_dir, data_root):
+    r = cli("evaluate", "--run", run_dir, "--data", data_root, "--split", "train",
+            "--out", run_dir.parent / "eval-train")
+    assert r.exit_code == 2 and "error:" in r.output and "held-out split" in r.output
+
+
+def test_cli_fit_tiny(cli, data_root, tmp_path):
+    out = tmp_path / "cli_run"
+    r = cli("fit", "--data", data_root, "--out", out, "--profile", "tiny", "--quiet",
+            "-o", "train.steps=2", "-o", "train.threads=1")
+    assert r.exit_code == 0, r.output
+    assert "run written to" in r.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["status"] == "complete" and cfg["config"]["profile"] == "tiny"
+    assert cfg["config"]["train"]["steps"] == 2 and cfg["config"]["model"]["ngf"] == 8
+    assert (out / ck.WEIGHTS_EMA).is_file()
+    # a second call without --resume is refused cleanly
+    r = cli("fit", "--data", data_root, "--out", out, "--profile", "tiny", "--quiet")
+    assert r.exit_code == 2 and "error:" in r.output and "not empty" in r.output
+
+
+def test_cli_fit_missing_data_folder(cli, tmp_path):
+    r = cli("fit", "--data", tmp_path / "nope", "--out", tmp_path / "run", "--profile", "tiny", "--quiet")
+    assert r.exit_code == 2
+    assert "error:" in r.output and "no such folder" in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_fit_bad_override(cli, tmp_path):
+    r = cli("fit", "--data", tmp_path, "--out", tmp_path / "run", "--profile", "tiny", "-o", "model.norm=foo")
+    assert r.exit_code == 2 and "error:" in r.output and "model.norm" in r.output
+
+
+def test_cli_fit_resume_of_finished_run_keeps_weights(cli, run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = (copy / ck.WEIGHTS_EMA).read_bytes()
+    r = cli("fit", "--out", copy, "--resume", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert (copy / ck.WEIGHTS_EMA).read_bytes() == before
