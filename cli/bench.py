@@ -21,7 +21,7 @@ from retinasynth.errors import RetinaSynthError
               help="Synthetic set written by `retinasynth synthesize` (needed unless only arm 'real' is run).")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
               help="Output folder; completed runs found in OUT/runs are reused (resume).")
-@click.option("--profile", type=click.Choice(["cpu", "full", "tiny"]), default="cpu", show_default=True,
+@click.option("--profile", type=click.Choice(["cpu", "full", "demo", "tiny"]), default="cpu", show_default=True,
               help="cpu: the whole protocol in <= 60 min on 2 cores; full: GPU scale; tiny: seconds, for tests.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with a 'bench' section (or top-level keys) overriding the profile.")
@@ -48,6 +48,10 @@ def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, ov
     except RetinaSynthError as e:
         click.secho(f"error: {e}", fg="red", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; completed runs are kept in {Path(out_dir) / 'runs'}: rerun the same command to "
+                   "continue.", err=True)
+        sys.exit(130)
     for ev in eval_names(res["runs"]):
         click.echo(f"\n{ev} ({res['data']['eval'][ev]['n']} images, native resolution, inside the FOV):\n")
         click.echo(scores_table(res["summary"], ev))

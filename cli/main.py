@@ -132,24 +132,44 @@ def evaluate(run_dir, data_path, split, out_dir, raw, device) -> None:
 @click.option("--workers", type=int, default=2, show_default=True, help="Threads making masks and writing files.")
 @click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
               help="Dataset whose training masks feed real/perturbed [the run's training data].")
+@click.option("--filter-model", type=click.Path(path_type=str), default=None,
+              help="Segmentation checkpoint (benchmark-downstream OUT/models/*.safetensors): drop pairs whose "
+                   "segmentation disagrees with their mask.")
+@click.option("--filter-min-dice", type=float, default=0.5, show_default=True,
+              help="Keep pairs whose segmented image reaches this Dice against their mask.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted synthesis in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--quiet", is_flag=True)
 @_device_option
 def synthesize(run_dir, n, out_dir, sources, seed, samples_per_mask, resolution, batch_size, shard, workers,
-               data_path, resume, overwrite, quiet, device) -> None:
+               data_path, filter_model, filter_min_dice, resume, overwrite, quiet, device) -> None:
     """Render vessel masks into a synthetic image/mask dataset with full provenance."""
     from retinasynth.synth.synthesize import SynthConfig
     from retinasynth.synth.synthesize import synthesize as run_synth
 
     cfg = SynthConfig(n=n, sources=sources, seed=seed, samples_per_mask=samples_per_mask, resolution=resolution,
-                      batch_size=batch_size, shard=shard, workers=workers)
+                      batch_size=batch_size, shard=shard, workers=workers, filter_model=filter_model,
+                      filter_min_dice=filter_min_dice)
     r = run_synth(run_dir, out_dir, cfg, resume=resume, overwrite=overwrite, data_root=data_path,
                   progress=not quiet, device=device)
     t = r["timing"]
     click.echo(f"{r['n']} pairs in {r['out']} ({', '.join(f'{k} {v}' for k, v in sorted(r['counts'].items()))}); "
                f"{t['pairs_this_call']} rendered in {t['total_s']:.1f} s, generator {t['generator_s']:.1f} s; "
                f"preview: {r['out']}/preview.png")
+
+
+@main.command()
+@click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
+              help="A real dataset folder; without it the demo draws phantom data.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default="retinasynth-demo", show_default=True,
+              help="Where every output goes; rerunning continues where it stopped.")
+@click.option("--quick", is_flag=True, help="Smallest settings (seconds): checks an installation end to end.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(data_path, out_dir, quick, quiet) -> None:
+    """Run fit -> synthesize -> benchmark-downstream end to end (phantom data by default)."""
+    from retinasynth.demo import format_summary, run_demo
+
+    click.echo(format_summary(run_demo(out_dir, data_path, quick=quick, progress=not quiet, echo=click.echo)))
 
 
 from retinasynth_cli.bench import benchmark_downstream  # noqa: E402

@@ -32,7 +32,8 @@ PLANS = {
     # ~5-8 minutes on 2 CPU cores.
     "phantom": DemoPlan(48, 128, "demo", (), 200, "perturbed:0.5,procedural:0.5", "demo", ()),
     # Seconds: checks an installation end to end.
-    "quick": DemoPlan(10, 64, "tiny", ("train.steps=4",), 8, "perturbed:0.5,procedural:0.5", "tiny", ()),
+    "quick": DemoPlan(10, 64, "tiny", ("train.steps=4",), 8, "perturbed:0.5,procedural:0.5", "tiny",
+                      ("regimes=[2]", "seeds=[0]", "cldice=false")),
     # A real dataset with the cpu profiles (~30 min fit + synthesis + <= 60 min benchmark on 2 cores).
     "real": DemoPlan(0, 0, "cpu", (), 1000, "real:0.2,perturbed:0.4,procedural:0.4", "cpu", ()),
 }

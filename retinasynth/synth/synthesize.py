@@ -43,6 +43,7 @@ from retinasynth.train.checkpoint import read_run_config
 
 MANIFEST = "manifest.jsonl"
 PARTIAL = ".manifest.inprogress.jsonl"
+DROPPED = "filtered_out.jsonl"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class SynthConfig:
     workers: int = 2
     stochastic: bool = False  # forced on when samples_per_mask > 1
     ema: bool = True
+    filter_model: str | None = None  # a segmentation checkpoint (benchmark-downstream OUT/models/*.safetensors)
+    filter_min_dice: float = 0.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n <= 0:
@@ -69,6 +72,8 @@ class SynthConfig:
             raise ConfigError(f"--resolution must be an integer >= 32, got {self.resolution!r}.")
         parse_mix(self.sources)
         self.shard_range(self.n)
+        if not 0.0 <= self.filter_min_dice <= 1.0:
+            raise ConfigError(f"--filter-min-dice must be in [0, 1], got {self.filter_min_dice!r}.")
 
     @property
     def mix(self) -> dict[str, float]:
@@ -115,6 +120,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, settings: dict) -> se
             for rec in _read_manifest(out / name):
                 if all((out / rec[k]).is_file() for k in ("image", "mask", "fov")):
                     done.add(int(rec["pair"]))
+        done |= {int(r["pair"]) for r in _read_manifest(out / DROPPED)}
     return done
 
 
@@ -250,7 +256,8 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     total = time.perf_counter() - t_start
 
     lines = {r["pair"]: r for r in _read_manifest(out / MANIFEST) + _read_manifest(out / PARTIAL)}
-    shard = cfg.shard_range(cfg.n)
+    dropped = {r["pair"]: r for r in _read_manifest(out / DROPPED)}
+    shard = [p for p in cfg.shard_range(cfg.n) if p not in dropped]
     missing = [p for p in shard if p not in lines]
     if missing:
         raise RetinaSynthError(f"{out}: {len(missing)} pairs missing after synthesis (first {missing[:5]}); "
@@ -258,6 +265,8 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     ordered = [lines[p] for p in shard]
     write_text_atomic(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in ordered))
     (out / PARTIAL).unlink(missing_ok=True)
+    if cfg.filter_model:
+        ordered = consistency_filter(out, ordered, cfg.filter_model, cfg.filter_min_dice, device, progress)
     write_text_atomic(out / "metadata.jsonl", "".join(json.dumps({
         "file_name": r["image"], "mask_file_name": r["mask"], "fov_file_name": r["fov"], "source": r["source"],
         "source_mask_id": r["source_mask_id"]}) + "\n" for r in ordered))
@@ -265,11 +274,52 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     timing = {"pairs_this_call": len(todo), "generator_s": gen_time, "total_s": total,
               "pairs_per_s": len(todo) / total if total > 0 else None,
               "overhead_vs_generator": (total / gen_time - 1) if gen_time > 0 else None}
-    meta.update(status="complete", counts=dict(counts), timing=timing)
+    meta.update(status="complete", counts=dict(counts), timing=timing,
+                filtered_out=len(_read_manifest(out / DROPPED)))
     write_json_atomic(out / "synth.json", meta)
     write_text_atomic(out / "README.md", _dataset_card(meta, run_cfg, len(ordered)))
     write_png_atomic(out / "preview.png", contact_sheet(out, ordered[:16]))
     return {"out": str(out), "n": len(ordered), "counts": dict(counts), "timing": timing}
+
+
+def consistency_filter(out: Path, recs: list[dict], model_path: str, min_dice: float, device: str | None,
+                       progress: bool) -> list[dict]:
+    """Segment every synthetic image with a segmenter trained on real data; drop pairs whose segmentation
+    disagrees with their mask (Dice inside the FOV below ``min_dice``).
+
+    Scores go into the manifest (``consistency_dice``); dropped pairs' files are deleted and their
+    manifest lines moved to ``filtered_out.jsonl``, so a resume does not render them again.
+    """
+    import torch
+
+    from retinasynth.bench.segmenter import load_segmenter, predict_prob
+    from retinasynth.data.io import read_image, read_mask
+    from retinasynth.metrics.seg import dice
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, seg_cfg = load_segmenter(model_path, dev)
+    kept, dropped = [], []
+    it = recs
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(recs, desc="consistency filter", unit="pair", dynamic_ncols=True)
+    for r in it:
+        if "consistency_dice" not in r:
+            prob = predict_prob(model, read_image(out / r["image"]), dev, seg_cfg.multiple)
+            mask = read_mask(out / r["mask"], warn_non_binary=False)
+            fov = read_mask(out / r["fov"], warn_non_binary=False)
+            r = {**r, "consistency_dice": float(dice(prob, mask, fov)),
+                 "consistency_model": str(Path(model_path).resolve())}
+        (kept if r["consistency_dice"] >= min_dice else dropped).append(r)
+    if dropped:
+        with open(out / DROPPED, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in dropped)
+        for r in dropped:
+            for k in ("image", "mask", "fov"):
+                (out / r[k]).unlink(missing_ok=True)
+    write_text_atomic(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
 
 
 def _drain(pending: list[Future], manifest, bar, block: bool) -> list[Future]:

@@ -1,0 +1,264 @@
+"""`retinasynth benchmark-downstream`: does adding synthetic pairs help a segmenter on REAL test images?
+
+For every regime n (real training images), seed and arm ('real', 'real+synth', 'synth') one segmenter is
+trained with the same steps, batch size and augmentation, then scored on the real test split at native
+resolution inside the FOV. Each run is written to ``OUT/runs/<arm>_n<regime>_s<seed>.json`` with a hash
+of everything that determines it; a rerun skips runs whose hash matches, and runs with identical
+inputs (the 'synth' arm, which sees no real image, for different n) are trained once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from retinasynth.bench.config import BenchConfig
+from retinasynth.bench.guards import EvalSet, verify_synthetic
+from retinasynth.bench.report import paired_all, plot_dice_vs_n, report_markdown, summarize, write_summary_csv
+from retinasynth.bench.sampling import real_subset
+from retinasynth.bench.segmenter import create_segmenter, evaluate_segmenter, save_segmenter, train_segmenter
+from retinasynth.data.dataset import DataConfig, Dataset, index_dataset, load_dataset
+from retinasynth.errors import ConfigError, DataError
+from retinasynth.metrics.seg import METRICS
+from retinasynth.provenance import fingerprint_arrays, run_record, write_json_atomic, write_text_atomic
+
+RUNS = "runs"
+RUN_FORMAT = 1
+# Settings that do not change what a single run computes (they choose which runs exist or how the
+# report aggregates them), so they stay out of the run hash.
+_NOT_IN_HASH = ("profile", "arms", "regimes", "seeds", "bootstrap", "threads")
+
+
+def run_name(arm: str, regime: int, seed: int) -> str:
+    return f"{arm}_n{regime}_s{seed}"
+
+
+def _samples_fingerprint(samples) -> str:
+    items = []
+    for s in samples:
+        items += [(s.id + ":image", s.image), (s.id + ":mask", s.mask), (s.id + ":fov", s.fov)]
+    return fingerprint_arrays(items)
+
+
+def run_hash(cfg: BenchConfig, arm: str, regime: int, seed: int, subset_fp: str | None, synth_fp: str | None,
+             eval_fps: dict, device_type: str) -> str:
+    """sha256 of everything a run's result depends on. The synth arm sees no real image, so its hash
+    leaves out the regime and the subset: equal hashes mean identical runs."""
+    c = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_HASH}
+    if arm == "real":
+        c.pop("synth_ratio")
+    key = {"format": RUN_FORMAT, "config": c, "arm": arm, "seed": seed, "eval": eval_fps, "device": device_type,
+           "regime": None if arm == "synth" else regime, "real": None if arm == "synth" else subset_fp,
+           "synth": None if arm == "real" else synth_fp}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def _external_split(root: str | Path, cfg: DataConfig) -> str:
+    """The test split of a dataset that has one, else all of it."""
+    _, index, records = index_dataset(root, cfg)
+    if index.split_source == "seeded" or not any(r.split == "test" for r in records):
+        return "all"
+    return "test"
+
+
+def _eval_set(name: str, root, split: str, size: int, progress: bool) -> EvalSet:
+    work = load_dataset(root, split, DataConfig(size=size), progress=progress)
+    native = load_dataset(root, split, DataConfig(size=None), progress=progress)
+    if work.ids != native.ids:
+        raise DataError(f"{root}: the {split} split has different samples at native and working resolution "
+                        f"({len(native)} vs {len(work)}); check the folder for unreadable files.")
+    return EvalSet(name, Path(root), split, work, native)
+
+
+def _load_cached(path: Path, h: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return rec if rec.get("config_hash") == h and rec.get("status") == "complete" else None
+
+
+def _progress(total: int, initial: int, show: bool):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="benchmark", unit="run", dynamic_ncols=True)
+
+
+def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, out: str | Path, cfg: BenchConfig,
+                         test_data: str | Path | None = None, progress: bool = True,
+                         allow_unverified_synth: bool = False, device: str | None = None) -> dict:
+    """Run the downstream protocol; write runs/, results.json, summary.csv, report.md, dice_vs_n.png.
+
+    Args:
+        real_data: real dataset root (any supported layout); its train split feeds the regimes, its
+            test split is the evaluation.
+        synth_data: a folder written by `retinasynth synthesize`; may be None if ``cfg.arms`` is ('real',).
+        out: output folder; completed runs in ``out/runs`` with a matching config hash are reused.
+        cfg: the protocol (see :class:`BenchConfig`).
+        test_data: an extra evaluation set: another dataset's test split, or all of it if it has none.
+        progress: tqdm bars over runs (remaining count, ETA) and over each run's steps.
+        allow_unverified_synth: use a synthetic folder lacking manifest.jsonl/synth.json (recorded as a
+            warning in results.json). Detected leakage is refused regardless.
+        device: torch device; default cuda if available, else cpu.
+
+    Returns:
+        the content of results.json.
+
+    Raises:
+        RetinaSynthError (one line): bad paths, leakage, an impossible regime or configuration.
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    needs_synth = any(a != "real" for a in cfg.arms)
+    if needs_synth and synth_data is None:
+        raise ConfigError(f"arms {', '.join(a for a in cfg.arms if a != 'real')} need synthetic pairs: pass "
+                          "--synth DIR, or run only the real arm with -o bench.arms=real.")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu.")
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _benchmark(real_data, synth_data, out, cfg, test_data, progress, allow_unverified_synth, dev,
+                          needs_synth, t_start)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, progress, allow_unverified, dev,
+               needs_synth, t_start) -> dict:
+    create_segmenter(cfg)  # fail fast on an arch/encoder combination smp cannot build
+    data_cfg = DataConfig(size=cfg.size)
+    train = load_dataset(real_data, "train", data_cfg, progress=progress)
+    too_big = [n for n in cfg.regimes if n > len(train)]
+    if too_big:
+        raise ConfigError(f"bench.regimes {too_big} exceed the {len(train)} training images of {real_data}; "
+                          f"valid: 1..{len(train)}.")
+    evals = [_eval_set("test", real_data, "test", cfg.size, progress)]
+    if test_data is not None:
+        evals.append(_eval_set("external", test_data, _external_split(test_data, data_cfg), cfg.size, progress))
+    warn: list[str] = []
+    synth: Dataset | None = None
+    synth_info: dict | None = None
+    if synth_data is not None:
+        synth = load_dataset(synth_data, "all", data_cfg, progress=progress)
+        synth_info = verify_synthetic(synth_data, synth, evals, allow_unverified)
+        synth_info["n"] = len(synth)
+        if "warning" in synth_info:
+            warn.append(synth_info["warning"])
+    synth_samples = list(synth.samples) if synth is not None and needs_synth else []
+    synth_fp = _samples_fingerprint(synth_samples) if synth_samples else None
+    eval_fps = {ev.name: {"work": ev.work.fingerprint(), "native": ev.native.fingerprint()} for ev in evals}
+
+    plan = []
+    for n in cfg.regimes:
+        for seed in cfg.seeds:
+            subset = real_subset(train.samples, n, seed)
+            subset_fp = _samples_fingerprint(subset)
+            for arm in cfg.arms:
+                h = run_hash(cfg, arm, n, seed, subset_fp, synth_fp, eval_fps, dev.type)
+                plan.append((arm, n, seed, subset, h))
+
+    runs_dir = out / RUNS
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    done: dict[str, dict] = {}
+    results_runs: list[dict] = []
+    cached = [p for p in plan if _load_cached(runs_dir / f"{run_name(*p[:3])}.json", p[4])]
+    unique_todo = {p[4] for p in plan} - {p[4] for p in cached}
+    bar = _progress(len(unique_todo), 0, progress)
+    n_trained = n_cached = n_reused = 0
+    record = run_record(None)
+    try:
+        for arm, n, seed, subset, h in plan:
+            name = run_name(arm, n, seed)
+            path = runs_dir / f"{name}.json"
+            rec = _load_cached(path, h)
+            if rec is not None:
+                n_cached += 1
+                done.setdefault(h, rec)
+            elif h in done:
+                src = done[h]
+                rec = {**src, "name": name, "regime": n, "reused_from": src.get("reused_from") or src["name"]}
+                write_json_atomic(path, rec)
+                n_reused += 1
+            else:
+                if bar is not None:
+                    bar.set_postfix_str(name)
+                rec = _one_run(cfg, arm, n, seed, subset, synth_samples, evals, dev, h, name, progress,
+                               out / "models")
+                write_json_atomic(path, rec)
+                done[h] = rec
+                n_trained += 1
+                if bar is not None:
+                    bar.update(1)
+            results_runs.append(rec)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    rows = summarize(results_runs, cfg.arms, cfg.regimes)
+    pairs = paired_all(results_runs, cfg.arms, cfg.regimes, cfg.bootstrap)
+    results = {
+        "format_version": RUN_FORMAT,
+        "config": cfg.to_dict(),
+        "record": record,
+        "device": str(dev),
+        "warnings": warn,
+        "data": {
+            "real": {"root": str(Path(real_data).resolve()), "layout": train.layout, "n_train": len(train),
+                     "n_test": len(evals[0].work), "train_fingerprint": train.fingerprint(),
+                     "train_ids": train.ids, "split_source": train.split_source},
+            "eval": {ev.name: {"root": str(ev.root.resolve()), "split": ev.split, "n": len(ev.work),
+                               "ids": ev.ids, "fingerprint": ev.work.fingerprint()} for ev in evals},
+        },
+        "synth": synth_info,
+        "metrics": [m for m in METRICS if cfg.cldice or m != "cldice"],
+        "runs": results_runs,
+        "summary": rows,
+        "paired": pairs,
+        "n_trained": n_trained, "n_cached": n_cached, "n_reused": n_reused,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    write_json_atomic(out / "results.json", results)
+    write_summary_csv(out / "summary.csv", rows)
+    plot_dice_vs_n(out / "dice_vs_n.png", rows, cfg.arms, cfg.regimes)
+    write_text_atomic(out / "report.md", report_markdown(results))
+    return results
+
+
+def _one_run(cfg: BenchConfig, arm: str, n: int, seed: int, subset, synth_samples, evals: list[EvalSet], dev,
+             h: str, name: str, progress: bool, models_dir: Path) -> dict:
+    real = [] if arm == "synth" else subset
+    synth = [] if arm == "real" else synth_samples
+    t0 = time.perf_counter()
+    model, log = train_segmenter(cfg, real, synth, arm, seed, dev, progress=progress, desc=name)
+    # Kept for reuse, e.g. as the consistency filter of `retinasynth synthesize --filter-model`.
+    save_segmenter(models_dir / f"{name}.safetensors", model, cfg)
+    t1 = time.perf_counter()
+    scores = {}
+    for ev in evals:
+        per_image = evaluate_segmenter(model, cfg, ev.work.samples, {s.id: s for s in ev.native.samples}, dev)
+        keys = [k for k in next(iter(per_image.values())) if k in METRICS]
+        mean = {k: _nanmean([v[k] for v in per_image.values()]) for k in keys}
+        scores[ev.name] = {"mean": mean, "per_image": per_image}
+    t2 = time.perf_counter()
+    return {"format_version": RUN_FORMAT, "status": "complete", "name": name, "arm": arm, "regime": n, "seed": seed,
+            "config_hash": h, "real_ids": [s.id for s in real], "n_synth_pool": len(synth),
+            "train": log, "scores": scores, "train_wall_s": t1 - t0, "eval_wall_s": t2 - t1,
+            "device": str(dev), "record": run_record(seed)}
+
+
+def _nanmean(values: list[float]) -> float:
+    a = np.asarray(values, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")

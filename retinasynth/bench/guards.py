@@ -1,0 +1,225 @@
+"""Leakage guards: a synthetic set may only derive from images and masks that are not evaluated.
+
+Checks, each raising a one-line :class:`RetinaSynthError` that names the offending file (and line):
+
+1. ``manifest.jsonl``: every pair's ``source_split`` is 'train' or null, and no ``source_mask_id`` is an
+   evaluated test id when ``source_data`` is the evaluated dataset's folder.
+2. ``synth.json``: the generator run's training images (``run_data.sample_fingerprints``, or recomputed
+   from ``run_data.root`` restricted to ``train_ids + val_ids``) share no image with an evaluated split
+   loaded with the run's own data config; nor, when the run's data folder is the evaluated one, any id.
+3. No synthetic image is byte-identical (at working resolution) to an evaluated image.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retinasynth.config import from_dict
+from retinasynth.data.dataset import DataConfig, Dataset, load_dataset
+from retinasynth.errors import RetinaSynthError
+
+MANIFEST = "manifest.jsonl"
+SYNTH_META = "synth.json"
+ALLOWED_SPLITS = ("train", None)
+
+
+class LeakageError(RetinaSynthError):
+    """The synthetic set (or its generator) saw evaluated images or masks; never overridable."""
+
+
+@dataclass
+class EvalSet:
+    """One evaluated split: ``work`` at the benchmark's working resolution, ``native`` as stored."""
+
+    name: str
+    root: Path
+    split: str
+    work: Dataset
+    native: Dataset
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.work.ids
+
+
+def _resolve(p) -> Path | None:
+    try:
+        return Path(p).expanduser().resolve() if p else None
+    except (OSError, RuntimeError):
+        return None
+
+
+def run_data_root(run_data: dict, run_dir) -> Path | None:
+    """The generator's training data folder. Older runs stored it relative to the directory `fit` ran in:
+    try the current directory, then the folders above the run directory."""
+    root = run_data.get("root")
+    if not root:
+        return None
+    p = Path(root).expanduser()
+    if p.is_absolute():
+        return _resolve(p)
+    bases = [Path.cwd()]
+    if run_dir:
+        rd = Path(run_dir)
+        bases += [rd, *rd.parents[:3]]
+    for base in bases:
+        if (base / p).is_dir():
+            return _resolve(base / p)
+    return _resolve(p)
+
+
+def read_manifest(path: Path) -> list[tuple[int, dict]]:
+    out = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RetinaSynthError(f"{path}:{lineno}: not valid JSON ({e.msg}); the synthetic set is damaged.") from None
+        if not isinstance(rec, dict) or "id" not in rec:
+            raise RetinaSynthError(f"{path}:{lineno}: expected a JSON object with an 'id'; the synthetic set is damaged.")
+        out.append((lineno, rec))
+    return out
+
+
+def _check_manifest(path: Path, entries: list[tuple[int, dict]], evals: list[EvalSet], run_root: Path | None,
+                    synth_ids: list[str]) -> None:
+    listed = set()
+    for lineno, rec in entries:
+        sid = rec["id"]
+        listed.add(str(sid))
+        split = rec.get("source_split")
+        if split not in ALLOWED_SPLITS:
+            raise LeakageError(f"{path}:{lineno}: pair {sid!r} has source_split {split!r}; synthetic pairs "
+                                   "may only use training masks (source_split 'train' or null). Refusing: "
+                                   "it would leak evaluation data.")
+        mask_id = rec.get("source_mask_id")
+        if mask_id is None:
+            continue
+        src = _resolve(rec.get("source_data")) or run_root
+        for ev in evals:
+            if src is not None and src == _resolve(ev.root) and str(mask_id) in set(ev.ids):
+                raise LeakageError(f"{path}:{lineno}: pair {sid!r} was made from mask {mask_id!r} of "
+                                       f"{ev.root}, which is in the evaluated {ev.name} split. Refusing: it "
+                                       "would leak evaluation data; synthesize from training masks only.")
+    missing = sorted(set(synth_ids) - listed)
+    if missing:
+        raise RetinaSynthError(f"{path}: {len(missing)} synthetic pair(s) have no manifest line "
+                               f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); their origin "
+                               "cannot be verified.")
+
+
+def _run_fingerprints(meta_path: Path, run_data: dict, run_cfg: DataConfig, root: Path | None) -> dict[str, str]:
+    fps = run_data.get("sample_fingerprints")
+    if fps:
+        return dict(fps)
+    ids = set(run_data.get("train_ids") or []) | set(run_data.get("val_ids") or [])
+    if root is None or not root.is_dir():
+        raise RetinaSynthError(f"{meta_path}: run_data has no sample_fingerprints and its training data folder "
+                               f"{run_data.get('root')!r} is not available to recompute them; the generator's "
+                               "training images cannot be checked against the test split.")
+    ds = load_dataset(root, "train", run_cfg)
+    fps = ds.sample_fingerprints()
+    return {i: fp for i, fp in fps.items() if not ids or i in ids}
+
+
+def _check_run(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
+    run_data = meta.get("run_data")
+    if not isinstance(run_data, dict) or not isinstance(run_data.get("config"), dict):
+        raise RetinaSynthError(f"{meta_path}: has no run_data.config; the generator's training data cannot be "
+                               "verified (was it written by `retinasynth synthesize`?).")
+    try:
+        run_cfg = from_dict(DataConfig, run_data["config"], "run_data.config.")
+    except RetinaSynthError as e:
+        raise RetinaSynthError(f"{meta_path}: {e}") from None
+    run_root = run_data_root(run_data, meta.get("run_dir"))
+    trained_ids = [str(i) for i in (run_data.get("train_ids") or []) + (run_data.get("val_ids") or [])]
+    run_fps = _run_fingerprints(meta_path, run_data, run_cfg, run_root)
+    by_fp: dict[str, str] = {fp: i for i, fp in run_fps.items()}
+    checked = []
+    for ev in evals:
+        if run_root is not None and run_root == _resolve(ev.root):
+            both = sorted(set(trained_ids) & set(ev.ids))
+            if both:
+                raise LeakageError(f"{meta_path}: the generator run {meta.get('run_dir')} was trained on "
+                                   f"{len(both)} image(s) of the evaluated {ev.name} split of {ev.root} "
+                                   f"({', '.join(both[:5])}). Refusing: train the generator on the "
+                                   "training split only.")
+        same_cfg = ev.work.config == run_cfg
+        ref = ev.work if same_cfg else load_dataset(ev.root, ev.split, run_cfg)
+        hits = [(i, by_fp[fp]) for i, fp in ref.sample_fingerprints().items() if fp in by_fp]
+        if hits:
+            shown = ", ".join(f"{a} (= run image {b})" for a, b in hits[:5])
+            raise LeakageError(f"{meta_path}: the generator run {meta.get('run_dir')} was trained on "
+                               f"{len(hits)} image(s) of the evaluated {ev.name} split of {ev.root}: "
+                               f"{shown}. Refusing: train the generator on images not evaluated here.")
+        checked.append({"eval": ev.name, "images": len(ref), "run_images": len(run_fps)})
+    return {"run_dir": meta.get("run_dir"), "generator_sha256": meta.get("generator_sha256"),
+            "run_data_root": str(run_root) if run_root else run_data.get("root"), "fingerprint_checks": checked,
+            "fingerprints_recomputed": not run_data.get("sample_fingerprints")}
+
+
+def verify_synthetic(synth_dir: str | Path, synth: Dataset, evals: list[EvalSet],
+                     allow_unverified: bool = False) -> dict:
+    """Run the leakage guards; returns what was checked (recorded in results.json).
+
+    With ``allow_unverified`` a folder without manifest.jsonl/synth.json (or whose generator data cannot
+    be recomputed) is used anyway, with a loud warning; detected leakage is refused regardless.
+    """
+    synth_dir = Path(synth_dir)
+    manifest, meta_path = synth_dir / MANIFEST, synth_dir / SYNTH_META
+    missing = [p.name for p in (manifest, meta_path) if not p.is_file()]
+    info: dict = {"synth_dir": str(synth_dir.resolve()), "verified": False}
+    if missing:
+        msg = (f"{synth_dir}: not a retinasynth synthetic set ({' and '.join(missing)} missing), so nothing proves "
+               "its images and masks never saw the test split; write one with `retinasynth synthesize`, or pass "
+               "--allow-unverified-synth to use it anyway")
+        if not allow_unverified:
+            raise RetinaSynthError(msg + ".")
+        return _unverified(info, f"UNVERIFIED SYNTHETIC SET: {synth_dir} has no {' and '.join(missing)}; "
+                                 "leakage from the test split was NOT checked.")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise RetinaSynthError(f"{meta_path}: not valid JSON ({e.msg}); the synthetic set is damaged.") from None
+    if not isinstance(meta, dict):
+        raise RetinaSynthError(f"{meta_path}: expected a JSON object; the synthetic set is damaged.")
+    run_root = run_data_root(meta.get("run_data") or {}, meta.get("run_dir"))
+    entries = read_manifest(manifest)
+    _check_manifest(manifest, entries, evals, run_root, synth.ids)
+    _check_identical(synth_dir, synth, evals)
+    try:
+        info.update(_check_run(meta_path, meta, evals))
+    except LeakageError:
+        raise
+    except RetinaSynthError as e:
+        if not allow_unverified:
+            raise
+        return _unverified(info, f"UNVERIFIED GENERATOR DATA: {e}")
+    sources: dict[str, int] = {}
+    for _, rec in entries:
+        sources[str(rec.get("source"))] = sources.get(str(rec.get("source")), 0) + 1
+    info.update({"verified": True, "manifest_lines": len(entries), "sources": sources})
+    return info
+
+
+def _check_identical(synth_dir: Path, synth: Dataset, evals: list[EvalSet]) -> None:
+    fps = {fp: i for i, fp in synth.sample_fingerprints().items()}
+    for ev in evals:
+        if ev.work.config != synth.config:
+            continue
+        for i, fp in ev.work.sample_fingerprints().items():
+            if fp in fps:
+                raise LeakageError(f"{synth_dir}/images: synthetic image {fps[fp]!r} is identical to evaluated "
+                                   f"{ev.name} image {i!r} of {ev.root}. Refusing: it would leak evaluation data.")
+
+
+def _unverified(info: dict, message: str) -> dict:
+    warnings.warn(message, stacklevel=3)
+    info["warning"] = message
+    return info

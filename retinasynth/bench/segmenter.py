@@ -1,0 +1,194 @@
+"""The downstream segmenter: an smp model trained from scratch on Dice + BCE, and its evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from retinasynth.bench.config import BenchConfig
+from retinasynth.bench.sampling import PatchSampler, draw_batch, to_tensor
+from retinasynth.data.dataset import Sample
+from retinasynth.errors import ConfigError
+from retinasynth.metrics.seg import segmentation_scores
+
+
+def create_segmenter(cfg: BenchConfig) -> torch.nn.Module:
+    """``smp.create_model(arch, encoder, encoder_weights=None, in_channels=3, classes=1)``; offline."""
+    import segmentation_models_pytorch as smp
+
+    try:
+        return smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=3,
+                                classes=1, **cfg.model_kwargs())
+    except Exception as e:  # noqa: BLE001 - smp raises KeyError/ValueError/TypeError for bad combinations
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"smp cannot build arch={cfg.arch} encoder={cfg.encoder} "
+                          f"encoder_depth={cfg.encoder_depth}: {msg}") from None
+
+
+def save_segmenter(path, model: torch.nn.Module, cfg: BenchConfig) -> None:
+    """Weights in safetensors, with the BenchConfig that rebuilds the model in the file's metadata."""
+    import json
+
+    from safetensors.torch import save
+
+    from retinasynth.provenance import write_bytes_atomic
+
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    write_bytes_atomic(path, save(sd, metadata={"bench_config": json.dumps(cfg.to_dict(), default=list)}))
+
+
+def load_segmenter(path, device: torch.device | None = None) -> tuple[torch.nn.Module, BenchConfig]:
+    """Rebuild a segmenter saved by ``save_segmenter`` (e.g. ``BENCH_OUT/models/real_n20_s0.safetensors``)."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from retinasynth.config import from_dict
+    from retinasynth.errors import RetinaSynthError
+
+    path = Path(path)
+    if not path.is_file():
+        raise RetinaSynthError(f"{path}: segmentation checkpoint not found (benchmark-downstream writes them to "
+                               "OUT/models/*.safetensors).")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        cfg = from_dict(BenchConfig, json.loads(meta["bench_config"]))
+    except Exception as e:  # noqa: BLE001 - any failure means this is not our checkpoint
+        raise RetinaSynthError(f"{path}: not a retinasynth segmentation checkpoint ({type(e).__name__}).") from None
+    model = create_segmenter(cfg)
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device or torch.device("cpu")).eval(), cfg
+
+
+class SegLoss(torch.nn.Module):
+    """smp's binary Dice loss plus BCE, both on logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.losses import DiceLoss, SoftBCEWithLogitsLoss
+
+        self.dice = DiceLoss(mode="binary", from_logits=True)
+        self.bce = SoftBCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return self.dice(logits, target) + self.bce(logits, target)
+
+
+def lr_factor(cfg: BenchConfig):
+    """Linear warm-up over the first 3% of steps, then cosine decay to 1% (or constant)."""
+    warm = int(0.03 * cfg.steps)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        t = (step - warm) / max(1, cfg.steps - warm)
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return f
+
+
+def _amp_dtype(cfg: BenchConfig, dev: torch.device):
+    if dev.type != "cuda" or cfg.amp == "off":
+        return None
+    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], arm: str, seed: int,
+                    device: torch.device, progress: bool = False, desc: str = "train") -> tuple[torch.nn.Module, dict]:
+    """Train one segmenter for ``cfg.steps`` AdamW steps; deterministic on CPU for a given seed.
+
+    Returns the model (eval mode) and a log: final loss, a coarse loss curve, the share of synthetic
+    patches actually drawn, and the wall time.
+    """
+    if arm != "synth" and not real:
+        raise ConfigError(f"arm {arm!r} needs real training images.")
+    if arm != "real" and not synth:
+        raise ConfigError(f"arm {arm!r} needs synthetic pairs; pass --synth DIR.")
+    torch.manual_seed(seed)
+    model = create_segmenter(cfg).to(device).train()
+    loss_fn = SegLoss().to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+    amp = _amp_dtype(cfg, device)
+    autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    sampler = PatchSampler(cfg.patch, cfg.size, cfg.min_fov)
+    every = max(1, cfg.steps // 20)
+    curve, n_synth, running = [], 0, []
+    steps = range(cfg.steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for step in steps:
+        x, y, k = draw_batch(real, synth, arm, cfg.synth_ratio, cfg.batch_size, seed, step, sampler)
+        n_synth += k
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast():
+            loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        running.append(loss.item())
+        if (step + 1) % every == 0 or step + 1 == cfg.steps:
+            curve.append([step + 1, float(np.mean(running))])
+            if not np.isfinite(curve[-1][1]):
+                raise ConfigError(f"training diverged at step {step + 1} (loss {curve[-1][1]}); lower bench.lr.")
+            running = []
+            if hasattr(steps, "set_postfix"):
+                steps.set_postfix(loss=f"{curve[-1][1]:.3f}")
+    model.eval()
+    log = {"steps": cfg.steps, "final_loss": curve[-1][1], "loss_curve": curve,
+           "synth_share": n_synth / (cfg.steps * cfg.batch_size), "train_wall_s": time.perf_counter() - t0}
+    return model, log
+
+
+@torch.no_grad()
+def predict_prob(model: torch.nn.Module, image: np.ndarray, device: torch.device, multiple: int,
+                 amp=None) -> np.ndarray:
+    """Vessel probability of a whole working-resolution image, zero-padded to a multiple of the stride."""
+    h, w = image.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
+    x = to_tensor(image)[None].to(device)
+    ctx = torch.autocast("cuda", dtype=amp) if amp else contextlib.nullcontext()
+    with ctx:
+        logits = model(x)
+    return torch.sigmoid(logits.float())[0, 0, :h, :w].cpu().numpy()
+
+
+def to_native(prob: np.ndarray, native_shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a working-resolution probability map to (H, W) of the original image."""
+    h, w = native_shape
+    if prob.shape == (h, w):
+        return prob
+    return np.clip(cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+def evaluate_segmenter(model: torch.nn.Module, cfg: BenchConfig, work: list[Sample], native: dict[str, Sample],
+                       device: torch.device) -> dict[str, dict[str, float]]:
+    """Per-image scores at native resolution inside the FOV: {id: {metric: value}}."""
+    amp = _amp_dtype(cfg, device)
+    out = {}
+    for s in work:
+        ref = native[s.id]
+        prob = to_native(predict_prob(model, s.image, device, cfg.multiple, amp), ref.mask.shape)
+        out[s.id] = segmentation_scores(prob, ref.mask, ref.fov, cfg.threshold, with_cldice=cfg.cldice)
+    return out

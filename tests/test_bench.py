@@ -1,0 +1,304 @@
+"""Downstream benchmark on tiny in-code datasets: arms, subsets, determinism, leakage guards, resume,
+outputs and the CLI. Each test takes seconds on a CPU."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import retinasynth.bench.benchmark as bench_mod
+from retinasynth.bench import BenchConfig, benchmark_downstream, build_bench_config
+from retinasynth.bench.guards import LeakageError
+from retinasynth.bench.sampling import PatchSampler, draw_batch, real_subset
+from retinasynth.bench.segmenter import train_segmenter
+from retinasynth.data import DataConfig, load_dataset
+from retinasynth.errors import ConfigError, RetinaSynthError
+
+GEN_SHA = "0" * 64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def real_root(tmp_path, make_fundus, save_image) -> Path:
+    """Generic layout with train/ (4 images) and test/ (2 images): 64x64 discs with lines."""
+    root = tmp_path / "real"
+    for split, n, base in (("train", 4, 0), ("test", 2, 100)):
+        for i in range(n):
+            image, mask, _ = make_fundus(64, 64, seed=base + i, n_vessels=4, thickness=2)
+            save_image(root / split / "images" / f"im{i}.png", image)
+            save_image(root / split / "masks" / f"im{i}.png", mask)
+    return root
+
+
+def write_synth(folder: Path, real_root: Path, make_fundus, save_image, n: int = 3, manifest_edit=None,
+                run_edit=None) -> Path:
+    """A synthetic set as `retinasynth synthesize` writes it, from the real set's training masks."""
+    train = load_dataset(real_root, "train", DataConfig(size=64))
+    lines = []
+    for i in range(n):
+        image, mask, fov = make_fundus(64, 64, seed=500 + i, n_vessels=5, thickness=2)
+        for sub, arr in (("images", image), ("masks", mask), ("fov", fov)):
+            save_image(folder / sub / f"s{i}.png", arr)
+        rec = {"id": f"s{i}", "image": f"images/s{i}.png", "mask": f"masks/s{i}.png", "fov": f"fov/s{i}.png",
+               "source": "real", "source_mask_id": train.ids[i % len(train)], "source_split": "train",
+               "source_data": str(real_root.resolve()), "recipe": None, "seed": i, "generator_sha256": GEN_SHA}
+        lines.append(rec)
+    if manifest_edit:
+        manifest_edit(lines)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    run_data = {"root": str(real_root.resolve()), "layout": "generic", "train_ids": train.ids[:-1],
+                "val_ids": train.ids[-1:], "config": dataclasses.asdict(DataConfig(size=64)),
+                "fingerprint": train.fingerprint(), "sample_fingerprints": train.sample_fingerprints()}
+    if run_edit:
+        run_edit(run_data)
+    meta = {"run_dir": "runs/gan", "generator_sha256": GEN_SHA, "run_data": run_data, "n": n, "resolution": 64}
+    (folder / "synth.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture
+def synth_dir(tmp_path, real_root, make_fundus, save_image) -> Path:
+    return write_synth(tmp_path / "synth", real_root, make_fundus, save_image)
+
+
+def tiny(*over: str) -> BenchConfig:
+    return build_bench_config("tiny", None, ["steps=1", "regimes=[2]", "seeds=[0]", *over])
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_profiles_build_and_validate():
+    for p in ("cpu", "full", "tiny"):
+        cfg = build_bench_config(p)
+        assert cfg.profile == p and cfg.encoder_weights is None
+    cpu = build_bench_config("cpu")
+    assert cpu.arms == ("real", "real+synth", "synth") and cpu.regimes == (2, 5, 20) and cpu.seeds == (0, 1, 2)
+    cfg = build_bench_config("tiny", None, ["bench.arms=real,synth", "steps=3", "regimes=[1]"])
+    assert cfg.arms == ("real", "synth") and cfg.steps == 3 and cfg.regimes == (1,)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("arch=Unett", "valid \\(smp\\): unet"),
+    ("encoder=resnet19", "resnet18"),
+    ("patch=36", "multiple of 2\\*\\*encoder_depth"),
+    ("arms=real,fake", "bench.arms"),
+    ("synth_ratio=1.0", "synth_ratio"),
+    ("encoder_weights=imagenet", "never downloads"),
+    ("nope=1", "unknown config key"),
+    ("other.steps=1", "unknown config section"),
+])
+def test_invalid_config_names_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        build_bench_config("tiny", None, [override])
+
+
+# ---------------------------------------------------------------- sampling and determinism
+
+
+def test_subsets_deterministic_and_shared(real_root):
+    train = load_dataset(real_root, "train", DataConfig(size=64)).samples
+    a = [s.id for s in real_subset(train, 2, seed=0)]
+    assert a == [s.id for s in real_subset(list(reversed(train)), 2, seed=0)]  # order of the split is irrelevant
+    assert len(set(a)) == 2
+    subsets = {tuple(s.id for s in real_subset(train, 2, seed)) for seed in range(6)}
+    assert len(subsets) > 1  # the seed matters
+    with pytest.raises(ConfigError, match="regime n=9"):
+        real_subset(train, 9, 0)
+
+
+def test_batches_pure_function_of_seed_and_step(real_root, synth_dir):
+    real = load_dataset(real_root, "train", DataConfig(size=64)).samples
+    synth = load_dataset(synth_dir, "all", DataConfig(size=64)).samples
+    sampler = PatchSampler(32, 64, 0.5)
+    x1, y1, k1 = draw_batch(real, synth, "real+synth", 0.5, 4, seed=3, step=7, sampler=sampler)
+    x2, y2, k2 = draw_batch(real, synth, "real+synth", 0.5, 4, seed=3, step=7, sampler=PatchSampler(32, 64, 0.5))
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and k1 == k2
+    assert x1.shape == (4, 3, 32, 32) and y1.shape == (4, 1, 32, 32)
+    assert draw_batch(real, synth, "real", 0.5, 4, 3, 7, sampler)[2] == 0
+    assert draw_batch(real, synth, "synth", 0.5, 4, 3, 7, sampler)[2] == 4
+    shares = [draw_batch(real, synth, "real+synth", 0.5, 8, 0, s, sampler)[2] for s in range(10)]
+    assert 0 < sum(shares) < 80
+
+
+def test_training_is_deterministic_on_cpu(real_root, synth_dir):
+    real = load_dataset(real_root, "train", DataConfig(size=64)).samples
+    synth = load_dataset(synth_dir, "all", DataConfig(size=64)).samples
+    cfg = tiny("steps=2")
+    m1, log1 = train_segmenter(cfg, real, synth, "real+synth", 0, torch.device("cpu"))
+    m2, log2 = train_segmenter(cfg, real, synth, "real+synth", 0, torch.device("cpu"))
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert log1["loss_curve"] == log2["loss_curve"]
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def test_one_step_per_arm_outputs_and_resume(tmp_path, real_root, synth_dir, monkeypatch):
+    out = tmp_path / "out"
+    res = benchmark_downstream(real_root, synth_dir, out, tiny(), progress=False)
+    assert res["n_trained"] == 3 and res["synth"]["verified"] is True
+    for arm in ("real", "real+synth", "synth"):
+        rec = json.loads((out / "runs" / f"{arm}_n2_s0.json").read_text())
+        assert rec["status"] == "complete" and len(rec["config_hash"]) == 64
+        per_image = rec["scores"]["test"]["per_image"]
+        assert sorted(per_image) == ["test-im0", "test-im1"]
+        assert 0.0 <= per_image["test-im0"]["dice"] <= 1.0
+    runs = {r["arm"]: r for r in res["runs"]}
+    assert runs["real"]["real_ids"] == runs["real+synth"]["real_ids"] and len(runs["real"]["real_ids"]) == 2
+    assert runs["synth"]["real_ids"] == []
+    # outputs exist and parse
+    results = json.loads((out / "results.json").read_text())
+    assert results["record"]["versions"]["torch"] and len(results["runs"]) == 3
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["arm"] for r in rows} == {"real", "real+synth", "synth"} and "dice_mean" in rows[0]
+    report = (out / "report.md").read_text()
+    assert "real+synth - real" in report and "Wilcoxon" in report and "Verdict" in report
+    assert any(v in report for v in ("CI above zero", "includes zero", "below zero"))
+    assert (out / "dice_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a rerun trains nothing
+    def boom(*a, **k):
+        raise AssertionError("train_segmenter must not be called for cached runs")
+
+    monkeypatch.setattr(bench_mod, "train_segmenter", boom)
+    again = benchmark_downstream(real_root, synth_dir, out, tiny(), progress=False)
+    assert again["n_trained"] == 0 and again["n_cached"] == 3
+    assert again["summary"] == res["summary"]
+    # a changed setting invalidates the cache
+    with pytest.raises(AssertionError, match="must not be called"):
+        benchmark_downstream(real_root, synth_dir, out, tiny("lr=0.01"), progress=False)
+
+
+def test_synth_arm_trained_once_across_regimes(tmp_path, real_root, synth_dir):
+    res = benchmark_downstream(real_root, synth_dir, tmp_path / "o", tiny("arms=real,synth", "regimes=[1,2]"),
+                               progress=False)
+    assert res["n_trained"] == 3 and res["n_reused"] == 1  # real n1, real n2, synth once
+    synth_runs = [r for r in res["runs"] if r["arm"] == "synth"]
+    assert synth_runs[0]["scores"] == synth_runs[1]["scores"] and synth_runs[1]["reused_from"] == "synth_n1_s0"
+    assert (tmp_path / "o" / "runs" / "synth_n2_s0.json").is_file()
+
+
+def test_real_arm_without_synth_and_external_test_set(tmp_path, real_root, make_fundus, save_image):
+    ext = tmp_path / "ext"
+    for i in range(2):
+        image, mask, _ = make_fundus(48, 56, seed=300 + i, n_vessels=3, thickness=2)
+        save_image(ext / "images" / f"e{i}.png", image)
+        save_image(ext / "masks" / f"e{i}.png", mask)
+    res = benchmark_downstream(real_root, None, tmp_path / "o", tiny("arms=real"), test_data=ext, progress=False)
+    assert res["synth"] is None and res["data"]["eval"]["external"]["split"] == "all"
+    rec = res["runs"][0]["scores"]
+    assert set(rec) == {"test", "external"} and len(rec["external"]["per_image"]) == 2
+    with pytest.raises(ConfigError, match="--synth"):
+        benchmark_downstream(real_root, None, tmp_path / "o2", tiny(), progress=False)
+
+
+def test_native_resolution_scoring(tmp_path, make_fundus, save_image):
+    """Test images of 80x72 are scored at 80x72 although the working resolution is 64."""
+    root = tmp_path / "r"
+    for split, n in (("train", 2), ("test", 1)):
+        for i in range(n):
+            image, mask, _ = make_fundus(72, 80, seed=i + (10 if split == "test" else 0), n_vessels=4, thickness=2)
+            save_image(root / split / "images" / f"a{i}.png", image)
+            save_image(root / split / "masks" / f"a{i}.png", mask)
+    res = benchmark_downstream(root, None, tmp_path / "o", tiny("arms=real"), progress=False)
+    s = res["runs"][0]["scores"]["test"]["per_image"]["test-a0"]
+    native = load_dataset(root, "test", DataConfig(size=None)).samples[0]
+    assert s["tp"] + s["fp"] + s["fn"] + s["tn"] == int(native.fov.sum())
+    assert native.image.shape[:2] == (72, 80)
+
+
+# ---------------------------------------------------------------- leakage guards
+
+
+def _refused(real_root, synth, tmp_path, match):
+    with pytest.raises(LeakageError, match=match):
+        benchmark_downstream(real_root, synth, tmp_path / "o", tiny(), progress=False)
+
+
+def test_refuses_manifest_with_test_split(tmp_path, real_root, make_fundus, save_image):
+    def edit(lines):
+        lines[1]["source_split"] = "test"
+
+    synth = write_synth(tmp_path / "s", real_root, make_fundus, save_image, manifest_edit=edit)
+    _refused(real_root, synth, tmp_path, r"manifest\.jsonl:2: pair 's1' has source_split 'test'")
+
+
+def test_refuses_manifest_with_test_mask_id(tmp_path, real_root, make_fundus, save_image):
+    def edit(lines):
+        lines[2]["source_mask_id"] = "test-im1"
+        lines[2]["source_split"] = None
+
+    synth = write_synth(tmp_path / "s", real_root, make_fundus, save_image, manifest_edit=edit)
+    _refused(real_root, synth, tmp_path, r"manifest\.jsonl:3: .*mask 'test-im1'.*evaluated test split")
+
+
+def test_refuses_generator_trained_on_test_image(tmp_path, real_root, make_fundus, save_image):
+    test_fps = load_dataset(real_root, "test", DataConfig(size=64)).sample_fingerprints()
+
+    def edit(run_data):
+        run_data["sample_fingerprints"]["stolen"] = test_fps["test-im0"]
+
+    synth = write_synth(tmp_path / "s", real_root, make_fundus, save_image, run_edit=edit)
+    _refused(real_root, synth, tmp_path, r"synth\.json: the generator run .* test-im0 \(= run image stolen\)")
+
+
+def test_recomputes_fingerprints_when_absent(tmp_path, real_root, make_fundus, save_image):
+    def clean(run_data):
+        del run_data["sample_fingerprints"]
+
+    synth = write_synth(tmp_path / "s", real_root, make_fundus, save_image, run_edit=clean)
+    res = benchmark_downstream(real_root, synth, tmp_path / "o", tiny("arms=real,synth"), progress=False)
+    assert res["synth"]["verified"] and res["synth"]["fingerprints_recomputed"]
+
+    def dirty(run_data):
+        del run_data["sample_fingerprints"]
+        run_data["train_ids"].append("test-im0")
+
+    synth = write_synth(tmp_path / "s2", real_root, make_fundus, save_image, run_edit=dirty)
+    _refused(real_root, synth, tmp_path, r"trained on 1 image\(s\) of the evaluated test split .*test-im0")
+
+
+def test_refuses_unverified_folder_unless_allowed(tmp_path, real_root, synth_dir):
+    (synth_dir / "manifest.jsonl").unlink()
+    with pytest.raises(RetinaSynthError, match="not a retinasynth synthetic set.*--allow-unverified-synth"):
+        benchmark_downstream(real_root, synth_dir, tmp_path / "o", tiny(), progress=False)
+    with pytest.warns(UserWarning, match="UNVERIFIED"):
+        res = benchmark_downstream(real_root, synth_dir, tmp_path / "o", tiny("arms=real,synth"), progress=False,
+                                   allow_unverified_synth=True)
+    assert res["synth"]["verified"] is False and "UNVERIFIED" in res["warnings"][0]
+    saved = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert "UNVERIFIED" in saved["warnings"][0]
+    assert "UNVERIFIED" in (tmp_path / "o" / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_runs_and_reports_errors(tmp_path, real_root, synth_dir):
+    from retinasynth_cli.bench import benchmark_downstream as cmd
+
+    runner = CliRunner()
+    args = ["--data", str(real_root), "--synth", str(synth_dir), "--out", str(tmp_path / "o"), "--profile", "tiny",
+            "-o", "bench.steps=1", "-o", "bench.regimes=[2]", "-o", "bench.seeds=[0]", "--quiet"]
+    r = runner.invoke(cmd, args)
+    assert r.exit_code == 0, r.output
+    assert "| real+synth |" in r.output and "report.md" in r.output
+    r = runner.invoke(cmd, [*args[:-1], "-o", "bench.arch=nope", "--quiet"])
+    assert r.exit_code == 2 and "unknown bench.arch" in r.output
+    assert np.isfinite(json.loads((tmp_path / "o" / "results.json").read_text())["wall_s"])
