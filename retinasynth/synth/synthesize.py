@@ -271,6 +271,11 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
         "file_name": r["image"], "mask_file_name": r["mask"], "fov_file_name": r["fov"], "source": r["source"],
         "source_mask_id": r["source_mask_id"]}) + "\n" for r in ordered))
     counts = Counter(r["source"] for r in ordered)
+    if cfg.filter_model and not ordered:
+        from retinasynth.data.io import warn_once
+
+        warn_once(f"{out}: the consistency filter dropped every pair (min Dice {cfg.filter_min_dice}); "
+                  "see filtered_out.jsonl and lower --filter-min-dice.")
     timing = {"pairs_this_call": len(todo), "generator_s": gen_time, "total_s": total,
               "pairs_per_s": len(todo) / total if total > 0 else None,
               "overhead_vs_generator": (total / gen_time - 1) if gen_time > 0 else None}
@@ -337,6 +342,8 @@ def contact_sheet(out: Path, recs: list[dict], tile: int = 160, cols: int = 4) -
     """Image | mask tiles of the first pairs, ``cols`` pairs per row."""
     from retinasynth.data.io import read_image, read_mask
 
+    if not recs:  # every pair filtered out: an empty sheet rather than no file
+        return np.zeros((tile, 2 * tile * cols, 3), np.uint8)
     tiles = []
     for r in recs:
         img = resize_image(read_image(out / r["image"]), (tile, tile))
