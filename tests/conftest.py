@@ -78,3 +78,53 @@ def make_drive():
         return root
 
     return make
+
+
+# --- shared by the training, synthesis and benchmark tests ------------------------------------------------
+TINY_FIT = ["train.steps=4", "train.ckpt_every=2", "train.sample_every=2", "train.log_every=1", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine they lose a lot to waiting."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Six 64x64 phantoms in the generic layout (a seeded train/test split)."""
+    from retinasynth.synth.phantom import write_phantom_dataset
+
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "data", n=6, size=64, seed=0,
+                                 progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_root, one_thread):
+    """A 4-step `tiny` generator run on ``data_root``."""
+    from retinasynth.train.config import build_fit_config
+    from retinasynth.train.fit import fit
+
+    return fit(build_fit_config("tiny", overrides=TINY_FIT), data_root, tmp_path_factory.mktemp("runs") / "tiny",
+               progress=False)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Invoke the `retinasynth` command; main() installs its own warnings.showwarning, undone after."""
+    import warnings
+
+    from click.testing import CliRunner
+    from retinasynth_cli.main import main
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    return invoke

@@ -12,26 +12,21 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
-from click.testing import CliRunner
-from retinasynth_cli.main import main
 
 from retinasynth.config import from_dict
 from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.masks import replay
 from retinasynth.provenance import sha256_file
-from retinasynth.synth.phantom import write_phantom_dataset
 from retinasynth.synth.render import load_generator
 from retinasynth.synth.synthesize import MANIFEST, PARTIAL, SynthConfig, synthesize
-from retinasynth.train.config import build_fit_config
-from retinasynth.train.fit import fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N = 12
 CFG = SynthConfig(n=N, batch_size=4, workers=2, seed=0)
@@ -39,26 +34,7 @@ MANIFEST_KEYS = {"id", "image", "mask", "fov", "source", "source_mask_id", "sour
                  "generator_sha256", "versions"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine they lose a lot to waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "data", n=6, size=64, seed=0,
-                                 progress=False)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root):
-    cfg = build_fit_config("tiny", overrides=["train.steps=4", "train.ckpt_every=2", "train.sample_every=2",
-                                              "train.log_every=1", "train.threads=1"])
-    return fit(cfg, data_root, tmp_path_factory.mktemp("runs") / "tiny", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +44,6 @@ def reference(tmp_path_factory, run_dir):
     summary = synthesize(run_dir, out, CFG, progress=False)
     return out, summary
 
-
-@pytest.fixture
-def cli(monkeypatch):
-    # main() installs its own warnings.showwarning; undo that after each test.
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-
-    def invoke(*args):
-        return CliRunner().invoke(main, [str(a) for a in args])
-
-    return invoke
 
 
 def _manifest(out: Path) -> list[dict]:

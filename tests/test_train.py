@@ -10,13 +10,10 @@ import csv
 import json
 import math
 import shutil
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from retinasynth_cli.main import main
 from safetensors.torch import load_file
 from torch import nn
 
@@ -36,40 +33,15 @@ from retinasynth.train.fit import fit
 # threads=1: a long job shares this machine's two cores; one thread is both faster and steadier here.
 TINY = ["train.steps=4", "train.ckpt_every=2", "train.sample_every=2", "train.log_every=1", "train.threads=1"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _tiny_cfg(*extra: str):
     return build_fit_config("tiny", overrides=[*TINY, *extra])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine they lose a lot to waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "data", n=6, size=64, seed=0,
-                                 progress=False)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root):
-    return fit(_tiny_cfg(), data_root, tmp_path_factory.mktemp("runs") / "tiny", progress=False)
-
-
-@pytest.fixture
-def cli(monkeypatch):
-    # main() installs its own warnings.showwarning; undo that after each test.
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-
-    def invoke(*args):
-        return CliRunner().invoke(main, [str(a) for a in args])
-
-    return invoke
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
