@@ -111,10 +111,9 @@ def measure(profile: str, side: int, device: torch.device, steps: int) -> dict:
             G.train()
         s = timed(step, steps, device)
         G.eval()
-        ctx = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
-
-        def infer():
-            with torch.no_grad(), ctx():
+        def infer(G=G, cond=cond, amp=amp):  # bound now: called within this iteration only
+            ctx = torch.autocast("cuda", dtype=amp) if amp else contextlib.nullcontext()
+            with torch.no_grad(), ctx:
                 G(cond)
 
         si = timed(infer, max(steps, 3), device)
