@@ -302,3 +302,8 @@ def test_cli_runs_and_reports_errors(tmp_path, real_root, synth_dir):
     r = runner.invoke(cmd, [*args[:-1], "-o", "bench.arch=nope", "--quiet"])
     assert r.exit_code == 2 and "unknown bench.arch" in r.output
     assert np.isfinite(json.loads((tmp_path / "o" / "results.json").read_text())["wall_s"])
+
+
+def test_comma_separated_overrides_parse_numbers_and_names():
+    cfg = build_bench_config("cpu", overrides=["regimes=2,5", "seeds=0", "arms=real,real+synth"])
+    assert cfg.regimes == (2, 5) and cfg.seeds == (0,) and cfg.arms == ("real", "real+synth")

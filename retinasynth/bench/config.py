@@ -16,7 +16,9 @@ _UNET_DECODER = (256, 128, 64, 32, 16)
 def _as_tuple(value, name: str) -> tuple:
     """Lists from JSON/YAML and comma-separated override strings ('real,synth') become tuples."""
     if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
+        from retinasynth.config import parse_value
+
+        value = [parse_value(v.strip()) for v in value.split(",") if v.strip()]  # '2,5' -> [2, 5]
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple)):
