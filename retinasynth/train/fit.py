@@ -157,12 +157,13 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start = 0
+    data_fp = ds.fingerprint()  # hashed once: checked on resume, stored in every checkpoint
     payload = {"config": cfg.to_dict(), "generator": {"depth": depth, "in_channels": cfg.model.in_channels},
                "data": {**ds.describe(), "train_ids": [s.id for s in train], "val_ids": [s.id for s in val]},
                "record": run_record(t.seed), "world_size": dd.world, "device": str(dev), "status": "running"}
     if resume and (out / ck.STATE).is_file():
         st = ck.load_state(out / ck.STATE)
-        if st["data_fingerprint"] != ds.fingerprint():
+        if st["data_fingerprint"] != data_fp:
             raise RetinaSynthError(f"{data_root}: training data differ from those the run in {out} started "
                                    "with (fingerprint mismatch); resume with the same data folder.")
         ck.load_weights(out / ck.WEIGHTS, G)
@@ -197,7 +198,7 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
         state = {"step": step, "discriminator": ck.unwrap(D).state_dict(), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "sch_g": sch_g.state_dict(), "sch_d": sch_d.state_dict(),
                  "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
-                 "data_fingerprint": ds.fingerprint()}
+                 "data_fingerprint": data_fp}
         if dev.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(dev)
         ck.save_state(out / ck.STATE, state)
