@@ -21,7 +21,7 @@ from retinasynth.errors import RetinaSynthError
               help="Synthetic set written by `retinasynth synthesize` (needed unless only arm 'real' is run).")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
               help="Output folder; completed runs found in OUT/runs are reused (resume).")
-@click.option("--profile", type=click.Choice(["cpu", "full", "demo", "tiny"]), default="cpu", show_default=True,
+@click.option("--profile", type=click.Choice(["cpu", "quick", "full", "demo", "tiny"]), default="cpu", show_default=True,
               help="cpu: the whole protocol in <= 60 min on 2 cores; full: GPU scale; tiny: seconds, for tests.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with a 'bench' section (or top-level keys) overriding the profile.")

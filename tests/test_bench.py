@@ -87,7 +87,8 @@ def test_profiles_build_and_validate():
         cfg = build_bench_config(p)
         assert cfg.profile == p and cfg.encoder_weights is None
     cpu = build_bench_config("cpu")
-    assert cpu.arms == ("real", "real+synth", "synth") and cpu.regimes == (2, 5, 20) and cpu.seeds == (0, 1, 2)
+    assert cpu.arms == ("real", "real+synth", "synth", "pretrain") and cpu.regimes == (2, 5, 20) and cpu.seeds == (0, 1, 2)
+    assert build_bench_config("quick").arms == ("real", "real+synth", "synth") and cpu.preprocess == "green_clahe"
     cfg = build_bench_config("tiny", None, ["bench.arms=real,synth", "steps=3", "regimes=[1]"])
     assert cfg.arms == ("real", "synth") and cfg.steps == 3 and cfg.regimes == (1,)
 
@@ -307,3 +308,166 @@ def test_cli_runs_and_reports_errors(tmp_path, real_root, synth_dir):
 def test_comma_separated_overrides_parse_numbers_and_names():
     cfg = build_bench_config("cpu", overrides=["regimes=2,5", "seeds=0", "arms=real,real+synth"])
     assert cfg.regimes == (2, 5) and cfg.seeds == (0,) and cfg.arms == ("real", "real+synth")
+
+
+# ---------------------------------------------------------------- data-bound protocol (issue 9)
+
+
+def test_pretrain_arm_fine_tunes_the_cached_synth_model(tmp_path, real_root, synth_dir, monkeypatch):
+    calls = []
+    real_train = bench_mod.train_segmenter
+
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+        calls.append((arm, len(real), len(synth), init is not None))
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+
+    monkeypatch.setattr(bench_mod, "train_segmenter", spy)
+    out = tmp_path / "o"
+    res = benchmark_downstream(real_root, synth_dir, out, tiny("arms=pretrain,real", "regimes=[1,2]", "steps=2"),
+                               progress=False)
+    # real n1, pretraining (once), fine-tune n1, real n2, fine-tune n2 (pretraining loaded from OUT/models)
+    assert calls == [("real", 1, 0, False), ("synth", 0, 3, False), ("real", 1, 0, True), ("real", 2, 0, False),
+                     ("real", 2, 0, True)]
+    pre = {r["regime"]: r for r in res["runs"] if r["arm"] == "pretrain"}
+    assert pre[1]["pretrain_reused"] is False and pre[2]["pretrain_reused"] is True
+    assert pre[1]["pretrained_from"] == pre[2]["pretrained_from"] and Path(pre[1]["pretrained_from"]).is_file()
+    assert pre[1]["total_steps"] == 4 and res["arm_steps"] == {"pretrain": 4, "real": 2}
+    assert "pretrain: 4 (synthetic pretraining + real fine-tune)" in (out / "report.md").read_text()
+    assert any(p["comparison"] == "pretrain - real" for p in res["paired"])
+    # a run with the synth arm trains the pretraining itself, and pretrain reuses it: 1 synth + 1 fine-tune
+    calls.clear()
+    res = benchmark_downstream(real_root, synth_dir, tmp_path / "o2", tiny("arms=pretrain,synth", "steps=2"),
+                               progress=False)
+    assert calls == [("synth", 0, 3, False), ("real", 2, 0, True)]
+    assert [r["arm"] for r in res["runs"]] == ["synth", "pretrain"]
+
+
+def test_pretraining_equals_synth_arm_bit_for_bit(tmp_path, real_root, synth_dir):
+    """The pretrain arm fine-tunes exactly the synth arm's model: same result whether the pretraining was
+    trained in this run or loaded from the cache."""
+    a = benchmark_downstream(real_root, synth_dir, tmp_path / "a", tiny("arms=synth,pretrain", "steps=2"),
+                             progress=False)
+    b = benchmark_downstream(real_root, synth_dir, tmp_path / "b", tiny("arms=pretrain", "steps=2"), progress=False)
+    pa = next(r for r in a["runs"] if r["arm"] == "pretrain")["scores"]
+    assert pa == b["runs"][0]["scores"]
+
+
+def test_validation_mode_never_loads_the_test_split(tmp_path, make_fundus, save_image, monkeypatch):
+    root = tmp_path / "r"
+    for split, n in (("train", 5), ("test", 2)):
+        for i in range(n):
+            image, mask, _ = make_fundus(64, 64, seed=i + 40 * (split == "test"), n_vessels=4, thickness=2)
+            save_image(root / split / "images" / f"v{i}.png", image)
+            save_image(root / split / "masks" / f"v{i}.png", mask)
+    import retinasynth.data.dataset as ds_mod
+
+    opened = []
+    real_read = ds_mod.read_image
+
+    def spy(path, *a, **k):
+        opened.append(str(path))
+        return real_read(path, *a, **k)
+
+    monkeypatch.setattr(ds_mod, "read_image", spy)
+    res = benchmark_downstream(root, None, tmp_path / "o", tiny("arms=real", "eval=val", "val_count=2",
+                                                                 "regimes=1,3"), progress=False)
+    assert opened and not any("/test/" in p for p in opened)
+    val = res["data"]["real"]["val_ids"]
+    assert len(val) == 2 and set(val) <= {f"train-v{i}" for i in range(5)}
+    assert res["data"]["eval"]["val"]["ids"] == val and res["data"]["real"]["n_train"] == 3
+    for r in res["runs"]:
+        assert not set(r["real_ids"]) & set(val)
+        assert sorted(r["scores"]["val"]["per_image"]) == val
+    assert "Validation mode" in (tmp_path / "o" / "report.md").read_text()
+    # the held-out ids are a fixed function of the ids and val_seed
+    again = benchmark_downstream(root, None, tmp_path / "o2", tiny("arms=real", "eval=val", "val_count=2",
+                                                                    "regimes=[1]"), progress=False)
+    assert again["data"]["real"]["val_ids"] == val
+    with pytest.raises(ConfigError, match=r"exceed the 3 training images left after holding out 2"):
+        benchmark_downstream(root, None, tmp_path / "o3", tiny("arms=real", "eval=val", "val_count=2",
+                                                                "regimes=[4]"), progress=False)
+    with pytest.raises(ConfigError, match="drop --test-data"):
+        benchmark_downstream(root, None, tmp_path / "o4", tiny("arms=real", "eval=val"), test_data=root,
+                             progress=False)
+
+
+def _fake_runs(table: dict, ev: str = "test") -> list[dict]:
+    """Run records from {(arm, regime, seed): [per-image dice]}."""
+    runs = []
+    for (arm, n, seed), values in table.items():
+        per = {f"im{i}": {"dice": float(v)} for i, v in enumerate(values)}
+        runs.append({"arm": arm, "regime": n, "seed": seed,
+                     "scores": {ev: {"mean": {"dice": float(np.mean(values))}, "per_image": per}}})
+    return runs
+
+
+def test_two_level_bootstrap_counts_seed_variance():
+    from retinasynth.bench.report import two_level_bootstrap
+
+    d = np.array([[0.01] * 20, [0.02] * 20, [0.03] * 20])
+    # images carry no variance, seeds do: the CI spans the seeds' range (P(all three draws = 0.01) = 1/27 > 2.5%)
+    assert two_level_bootstrap(d, 2000) == pytest.approx((0.01, 0.03), abs=1e-12)
+    assert two_level_bootstrap(np.full((3, 5), 0.004), 500) == pytest.approx((0.004, 0.004), abs=1e-12)
+    # one seed: the image-level bootstrap; 2 images of +-1: mean of 2 draws is in {-1, 0, 1}
+    lo, hi = two_level_bootstrap(np.array([[-1.0, 1.0]]), 4000)
+    assert (lo, hi) == (-1.0, 1.0)
+
+
+def test_paired_learning_curve_wilcoxon_and_warning():
+    from scipy.stats import wilcoxon
+
+    from retinasynth.bench.report import learning_curve_warnings, paired, paired_all
+
+    base = [0.70, 0.72, 0.74, 0.76, 0.78]
+    table = {("real", 2, s): base for s in range(3)}
+    table.update({("real", 20, s): [b + g for b, g in zip(base, (0.01, 0.02, 0.03, 0.04, 0.05))] for s in range(3)})
+    runs = _fake_runs(table)
+    p = paired(runs, "test", "real", "real", 20, "dice", 1000, base_regime=2)
+    assert p["mean_diff"] == pytest.approx(0.03) and p["per_seed_diff"] == pytest.approx([0.03] * 3)
+    assert p["wilcoxon_p"] == pytest.approx(0.0625) == pytest.approx(wilcoxon([0.01, 0.02, 0.03, 0.04, 0.05]).pvalue)
+    assert p["comparison"] == "real n=20 - real n=2" and p["verdict"] == "CI above zero"
+    pairs = paired_all(runs, ("real",), (2, 20), 1000)
+    lc = [q for q in pairs if q["arm"] == q["base"] == "real"]
+    assert {(q["regime"], q["base_regime"], q["metric"]) for q in lc} == {(20, 2, "dice")}
+    assert learning_curve_warnings(pairs) == []
+    # a flat learning curve: per-seed gains of opposite sign -> CI includes zero -> the warning
+    flat = _fake_runs({**table, **{("real", 20, s): [b + d for b in base] for s, d in enumerate((-0.02, 0.0, 0.02))}})
+    w = learning_curve_warnings(paired_all(flat, ("real",), (2, 20), 1000))
+    assert len(w) == 1 and "compute-bound and cannot show a benefit from extra data of any kind" in w[0]
+
+
+def test_holm_adjustment_and_verdicts():
+    from retinasynth.bench.report import holm, verdict
+
+    assert holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
+    assert [verdict(0.001, 0.02), verdict(-0.03, -0.001), verdict(-0.01, 0.01), verdict(0.0, 0.01)] == \
+        ["CI above zero", "below zero", "includes zero", "includes zero"]
+
+
+def test_sliding_window_matches_whole_image_for_a_pointwise_model():
+    from retinasynth.bench.segmenter import predict_prob
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 1, 1).eval()
+    image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    whole = predict_prob(model, image, torch.device("cpu"), 1)
+    tiled = predict_prob(model, image, torch.device("cpu"), 1, tile=32, overlap=0.5)
+    assert tiled.shape == (70, 90) and np.allclose(tiled, whole, atol=1e-6)
+    small = predict_prob(model, image[:20, :20], torch.device("cpu"), 1, tile=32)  # padded up to one tile
+    assert np.allclose(small, whole[:20, :20], atol=1e-6)
+
+
+def test_plateau_check_and_preprocessing(tmp_path, real_root):
+    from retinasynth.data.preprocess import enhance
+
+    img = load_dataset(real_root, "train", DataConfig(size=64)).samples[0].image
+    g = enhance(img, "green_clahe")
+    assert g.shape == img.shape and np.array_equal(g[..., 0], g[..., 2])
+    res = benchmark_downstream(real_root, None, tmp_path / "o", tiny("arms=real", "plateau=1", "preprocess=green_clahe",
+                                                                     "infer_tile=32"), progress=False)
+    pl = res["plateau"]
+    assert pl["regime"] == 2 and pl["steps"] == 2 and pl["seeds"] == [0]
+    assert res["plateau_runs"][0]["name"] == "real-2x_n2_s0" and res["plateau_runs"][0]["train"]["steps"] == 2
+    assert {p["metric"] for p in pl["paired"]} >= {"dice"}
+    assert "Plateau check" in (tmp_path / "o" / "report.md").read_text()
+    assert res["runs"][0]["train"]["steps"] == 1

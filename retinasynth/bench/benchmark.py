@@ -1,14 +1,17 @@
 """`retinasynth benchmark-downstream`: does adding synthetic pairs help a segmenter on REAL test images?
 
-For every regime n (real training images), seed and arm ('real', 'real+synth', 'synth') one segmenter is
-trained with the same steps, batch size and augmentation, then scored on the real test split at native
-resolution inside the FOV. Each run is written to ``OUT/runs/<arm>_n<regime>_s<seed>.json`` with a hash
-of everything that determines it; a rerun skips runs whose hash matches, and runs with identical
-inputs (the 'synth' arm, which sees no real image, for different n) are trained once.
+For every regime n (real training images), seed and arm ('real', 'real+synth', 'synth', 'pretrain') one
+segmenter is trained with the same steps, batch size and augmentation, then scored on the real test split
+(or, with ``eval=val``, on training images held out from the regimes) at native resolution inside the
+FOV. Each run is written to ``OUT/runs/<arm>_n<regime>_s<seed>.json`` with a hash of everything that
+determines it; a rerun skips runs whose hash matches, and runs with identical inputs (the 'synth' arm,
+which sees no real image, for different n) are trained once. The 'pretrain' arm fine-tunes the 'synth'
+model of its seed, which is kept in ``OUT/models/pretrain_base_<key>.safetensors`` and trained once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -19,23 +22,70 @@ import torch
 
 from retinasynth.bench.config import BenchConfig
 from retinasynth.bench.guards import EvalSet, verify_synthetic
-from retinasynth.bench.report import paired_all, plot_dice_vs_n, report_markdown, summarize, write_summary_csv
+from retinasynth.bench.report import (
+    learning_curve_warnings,
+    paired_all,
+    plateau_summary,
+    plot_dice_vs_n,
+    report_markdown,
+    summarize,
+    write_summary_csv,
+)
 from retinasynth.bench.sampling import real_subset
-from retinasynth.bench.segmenter import create_segmenter, evaluate_segmenter, save_segmenter, train_segmenter
+from retinasynth.bench.segmenter import (
+    create_segmenter,
+    evaluate_segmenter,
+    load_segmenter,
+    save_segmenter,
+    train_segmenter,
+)
 from retinasynth.data.dataset import DataConfig, Dataset, index_dataset, load_dataset
+from retinasynth.data.preprocess import enhance
 from retinasynth.errors import ConfigError, DataError
 from retinasynth.metrics.seg import METRICS
 from retinasynth.provenance import fingerprint_arrays, run_record, write_json_atomic, write_text_atomic
 
 RUNS = "runs"
-RUN_FORMAT = 1
+RUN_FORMAT = 2
 # Settings that do not change what a single run computes (they choose which runs exist or how the
 # report aggregates them), so they stay out of the run hash.
-_NOT_IN_HASH = ("profile", "arms", "regimes", "seeds", "bootstrap", "threads")
+_NOT_IN_HASH = ("profile", "arms", "regimes", "seeds", "bootstrap", "threads", "plateau")
+# Settings that change only how a model is scored, not how it is trained.
+_EVAL_ONLY = ("infer_tile", "infer_overlap", "threshold", "cldice", "eval", "val_count", "val_seed")
 
 
 def run_name(arm: str, regime: int, seed: int) -> str:
     return f"{arm}_n{regime}_s{seed}"
+
+
+def arm_steps(cfg: BenchConfig, arm: str) -> int:
+    """Optimiser steps behind one model of ``arm`` (pretrain: synthetic pretraining + real fine-tune)."""
+    return 2 * cfg.steps if arm == "pretrain" else cfg.steps
+
+
+def val_ids(ids: list[str], cfg: BenchConfig) -> list[str]:
+    """The training images held out as the evaluation set of ``eval=val``: ``val_count`` ids drawn with
+    ``default_rng([val_seed, 1])`` from the sorted ids (fixed for a dataset and seed, recorded)."""
+    ordered = sorted(ids)
+    if cfg.val_count >= len(ordered):
+        raise ConfigError(f"bench.val_count={cfg.val_count} leaves no training image of the {len(ordered)} in the "
+                          "training split; lower bench.val_count.")
+    idx = np.random.default_rng([cfg.val_seed, 1]).choice(len(ordered), size=cfg.val_count, replace=False)
+    return sorted(ordered[int(i)] for i in idx)
+
+
+def pretrain_key(cfg: BenchConfig, seed: int, synth_fp: str | None, device_type: str) -> str:
+    """What the synthetic pretraining (= the 'synth' arm's model) depends on: config, seed, synthetic set."""
+    c = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_HASH + _EVAL_ONLY}
+    key = {"format": RUN_FORMAT, "config": c, "seed": seed, "synth": synth_fp, "device": device_type}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def _enhanced(samples, mode: str) -> list:
+    """Samples with the segmenter's input preprocessing applied (a copy; the originals are untouched)."""
+    if mode == "rgb":
+        return list(samples)
+    return [dataclasses.replace(s, image=enhance(s.image, mode)) for s in samples]
 
 
 def _samples_fingerprint(samples) -> str:
@@ -73,6 +123,11 @@ def _eval_set(name: str, root, split: str, size: int, progress: bool) -> EvalSet
         raise DataError(f"{root}: the {split} split has different samples at native and working resolution "
                         f"({len(native)} vs {len(work)}); check the folder for unreadable files.")
     return EvalSet(name, Path(root), split, work, native)
+
+
+def _subset(ds: Dataset, ids, split: str) -> Dataset:
+    keep = set(ids)
+    return dataclasses.replace(ds, samples=[s for s in ds.samples if s.id in keep], split=split)
 
 
 def _load_cached(path: Path, h: str) -> dict | None:
@@ -139,14 +194,28 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
                needs_synth, t_start) -> dict:
     create_segmenter(cfg)  # fail fast on an arch/encoder combination smp cannot build
     data_cfg = DataConfig(size=cfg.size)
+    if cfg.eval == "val" and test_data is not None:
+        raise ConfigError("--test-data scores another test set, but bench.eval=val is for choosing settings "
+                          "without touching any test data; drop --test-data or use -o bench.eval=test.")
     train = load_dataset(real_data, "train", data_cfg, progress=progress)
+    held_out: list[str] = []
+    if cfg.eval == "val":
+        # The evaluation set is carved from the training split; the test split is never decoded.
+        held_out = val_ids(train.ids, cfg)
+        native_train = load_dataset(real_data, "train", DataConfig(size=None), progress=progress)
+        work_val, native_val = _subset(train, held_out, "val"), _subset(native_train, held_out, "val")
+        train = _subset(train, [i for i in train.ids if i not in set(held_out)], "train")
+        evals = [EvalSet("val", Path(real_data), "train (held out)", work_val, native_val)]
     too_big = [n for n in cfg.regimes if n > len(train)]
     if too_big:
-        raise ConfigError(f"bench.regimes {too_big} exceed the {len(train)} training images of {real_data}; "
-                          f"valid: 1..{len(train)}.")
-    evals = [_eval_set("test", real_data, "test", cfg.size, progress)]
-    if test_data is not None:
-        evals.append(_eval_set("external", test_data, _external_split(test_data, data_cfg), cfg.size, progress))
+        what = (f"the {len(train)} training images left after holding out {len(held_out)} for eval=val"
+                if held_out else f"the {len(train)} training images")
+        raise ConfigError(f"bench.regimes {too_big} exceed {what} of {real_data}; valid: 1..{len(train)} "
+                          f"(e.g. -o bench.regimes=2,5,{len(train)}).")
+    if cfg.eval == "test":
+        evals = [_eval_set("test", real_data, "test", cfg.size, progress)]
+        if test_data is not None:
+            evals.append(_eval_set("external", test_data, _external_split(test_data, data_cfg), cfg.size, progress))
     warn: list[str] = []
     synth: Dataset | None = None
     synth_info: dict | None = None
@@ -159,27 +228,39 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
     synth_samples = list(synth.samples) if synth is not None and needs_synth else []
     synth_fp = _samples_fingerprint(synth_samples) if synth_samples else None
     eval_fps = {ev.name: {"work": ev.work.fingerprint(), "native": ev.native.fingerprint()} for ev in evals}
+    # The segmenter's input preprocessing, identical for every arm and every image.
+    synth_in = _enhanced(synth_samples, cfg.preprocess)
+    eval_in = {ev.name: _enhanced(ev.work.samples, cfg.preprocess) for ev in evals}
 
     plan = []
     for n in cfg.regimes:
         for seed in cfg.seeds:
             subset = real_subset(train.samples, n, seed)
             subset_fp = _samples_fingerprint(subset)
-            for arm in cfg.arms:
+            for arm in sorted(cfg.arms, key=lambda a: a == "pretrain"):  # 'synth' first: it is the pretraining
                 h = run_hash(cfg, arm, n, seed, subset_fp, synth_fp, eval_fps, dev.type)
-                plan.append((arm, n, seed, subset, h))
+                plan.append((arm, n, seed, subset, h, cfg))
+    n_max = max(cfg.regimes)
+    cfg2 = dataclasses.replace(cfg, steps=2 * cfg.steps)
+    for seed in cfg.seeds[:cfg.plateau]:
+        subset = real_subset(train.samples, n_max, seed)
+        h = run_hash(cfg2, "real", n_max, seed, _samples_fingerprint(subset), None, eval_fps, dev.type)
+        plan.append(("real-2x", n_max, seed, subset, h, cfg2))
 
     runs_dir = out / RUNS
     runs_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict] = {}
     results_runs: list[dict] = []
+    plateau_runs: list[dict] = []
     cached = [p for p in plan if _load_cached(runs_dir / f"{run_name(*p[:3])}.json", p[4])]
     unique_todo = {p[4] for p in plan} - {p[4] for p in cached}
     bar = _progress(len(unique_todo), 0, progress)
     n_trained = n_cached = n_reused = 0
     record = run_record(None)
+    ctx = {"synth": synth_in, "synth_fp": synth_fp, "evals": evals, "eval_in": eval_in, "dev": dev,
+           "progress": progress, "models": out / "models"}
     try:
-        for arm, n, seed, subset, h in plan:
+        for arm, n, seed, subset, h, run_cfg in plan:
             name = run_name(arm, n, seed)
             path = runs_dir / f"{name}.json"
             rec = _load_cached(path, h)
@@ -194,20 +275,20 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
             else:
                 if bar is not None:
                     bar.set_postfix_str(name)
-                rec = _one_run(cfg, arm, n, seed, subset, synth_samples, evals, dev, h, name, progress,
-                               out / "models")
+                rec = _one_run(run_cfg, arm, n, seed, _enhanced(subset, cfg.preprocess), h, name, ctx)
                 write_json_atomic(path, rec)
                 done[h] = rec
                 n_trained += 1
                 if bar is not None:
                     bar.update(1)
-            results_runs.append(rec)
+            (plateau_runs if arm == "real-2x" else results_runs).append(rec)
     finally:
         if bar is not None:
             bar.close()
 
     rows = summarize(results_runs, cfg.arms, cfg.regimes)
     pairs = paired_all(results_runs, cfg.arms, cfg.regimes, cfg.bootstrap)
+    warn += learning_curve_warnings(pairs)
     results = {
         "format_version": RUN_FORMAT,
         "config": cfg.to_dict(),
@@ -217,15 +298,21 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
         "data": {
             "real": {"root": str(Path(real_data).resolve()), "layout": train.layout, "n_train": len(train),
                      "n_test": len(evals[0].work), "train_fingerprint": train.fingerprint(),
-                     "train_ids": train.ids, "split_source": train.split_source},
+                     "train_ids": train.ids, "split_source": train.split_source, "eval_mode": cfg.eval,
+                     "val_ids": held_out},
             "eval": {ev.name: {"root": str(ev.root.resolve()), "split": ev.split, "n": len(ev.work),
                                "ids": ev.ids, "fingerprint": ev.work.fingerprint()} for ev in evals},
         },
         "synth": synth_info,
         "metrics": [m for m in METRICS if cfg.cldice or m != "cldice"],
+        "arm_steps": {arm: arm_steps(cfg, arm) for arm in cfg.arms},
         "runs": results_runs,
         "summary": rows,
         "paired": pairs,
+        "n_comparisons": {ev.name: sum(1 for p in pairs if p["eval"] == ev.name and p["metric"] == "dice")
+                          for ev in evals},
+        "plateau": plateau_summary(results_runs, plateau_runs, n_max, cfg.bootstrap) if plateau_runs else None,
+        "plateau_runs": plateau_runs,
         "n_trained": n_trained, "n_cached": n_cached, "n_reused": n_reused,
         "wall_s": time.perf_counter() - t_start,
     }
@@ -236,24 +323,52 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
     return results
 
 
-def _one_run(cfg: BenchConfig, arm: str, n: int, seed: int, subset, synth_samples, evals: list[EvalSet], dev,
-             h: str, name: str, progress: bool, models_dir: Path) -> dict:
+def _pretrained(cfg: BenchConfig, seed: int, ctx: dict, desc: str, model=None) -> tuple[dict, str, bool]:
+    """Weights of the synthetic pretraining of ``seed``: loaded from OUT/models if this exact pretraining
+    was done before (by the 'synth' arm or another regime), else trained now and saved there."""
+    key = pretrain_key(cfg, seed, ctx["synth_fp"], ctx["dev"].type)
+    path = ctx["models"] / f"pretrain_base_{key[:16]}.safetensors"
+    if model is not None:  # the 'synth' arm just trained exactly this model: keep it for 'pretrain'
+        save_segmenter(path, model, cfg)
+        return {}, str(path), False
+    if path.is_file():
+        m, _ = load_segmenter(path)
+        return m.state_dict(), str(path), True
+    m, _ = train_segmenter(cfg, [], ctx["synth"], "synth", seed, ctx["dev"], progress=ctx["progress"],
+                           desc=desc + " (pretrain)")
+    save_segmenter(path, m, cfg)
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}, str(path), False
+
+
+def _one_run(cfg: BenchConfig, arm: str, n: int, seed: int, subset, h: str, name: str, ctx: dict) -> dict:
+    dev, evals = ctx["dev"], ctx["evals"]
     real = [] if arm == "synth" else subset
-    synth = [] if arm == "real" else synth_samples
+    synth = [] if arm in ("real", "real-2x", "pretrain") else ctx["synth"]
     t0 = time.perf_counter()
-    model, log = train_segmenter(cfg, real, synth, arm, seed, dev, progress=progress, desc=name)
+    extra: dict = {}
+    if arm == "pretrain":
+        init, base, reused = _pretrained(cfg, seed, ctx, name)
+        extra = {"pretrained_from": base, "pretrain_reused": reused, "pretrain_steps": cfg.steps}
+        model, log = train_segmenter(cfg, real, [], "real", seed, dev, progress=ctx["progress"], desc=name, init=init)
+    else:
+        model, log = train_segmenter(cfg, real, synth, "real" if arm == "real-2x" else arm, seed, dev,
+                                     progress=ctx["progress"], desc=name)
+        if arm == "synth":
+            _pretrained(cfg, seed, ctx, name, model=model)
     # Kept for reuse, e.g. as the consistency filter of `retinasynth synthesize --filter-model`.
-    save_segmenter(models_dir / f"{name}.safetensors", model, cfg)
+    save_segmenter(ctx["models"] / f"{name}.safetensors", model, cfg)
     t1 = time.perf_counter()
     scores = {}
     for ev in evals:
-        per_image = evaluate_segmenter(model, cfg, ev.work.samples, {s.id: s for s in ev.native.samples}, dev)
+        per_image = evaluate_segmenter(model, cfg, ctx["eval_in"][ev.name], {s.id: s for s in ev.native.samples},
+                                       dev)
         keys = [k for k in next(iter(per_image.values())) if k in METRICS]
         mean = {k: _nanmean([v[k] for v in per_image.values()]) for k in keys}
         scores[ev.name] = {"mean": mean, "per_image": per_image}
     t2 = time.perf_counter()
     return {"format_version": RUN_FORMAT, "status": "complete", "name": name, "arm": arm, "regime": n, "seed": seed,
             "config_hash": h, "real_ids": [s.id for s in real], "n_synth_pool": len(synth),
+            "total_steps": arm_steps(cfg, arm), **extra,
             "train": log, "scores": scores, "train_wall_s": t1 - t0, "eval_wall_s": t2 - t1,
             "device": str(dev), "record": run_record(seed)}
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from retinasynth.config import apply_overrides, from_dict, load_file, to_dict
 from retinasynth.errors import ConfigError
 
-ARMS = ("real", "real+synth", "synth")
+ARMS = ("real", "real+synth", "synth", "pretrain")
+EVAL_MODES = ("test", "val")
+PREPROCESS = ("rgb", "green_clahe")
 LR_SCHEDULES = ("cosine", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 _UNET_DECODER = (256, 128, 64, 32, 16)
@@ -62,7 +64,16 @@ class BenchConfig:
         patch / batch_size / steps / lr / weight_decay / lr_schedule: the optimisation, identical in
             every arm (AdamW on Dice + BCE; cosine decay after a short warm-up, or constant).
         arms: 'real' (real patches only), 'real+synth' (each batch element synthetic with probability
-            ``synth_ratio``), 'synth' (synthetic only).
+            ``synth_ratio``), 'synth' (synthetic only), 'pretrain' (the 'synth' model of the same seed,
+            fine-tuned on the real subset with the 'real' arm's schedule: twice the steps in all).
+        preprocess: 'rgb' (as stored) or 'green_clahe' (the green channel with CLAHE, as grey RGB),
+            applied identically to real and synthetic, training and evaluated images.
+        infer_tile / infer_overlap: sliding-window inference with tiles of this side (None: whole
+            image in one pass) overlapping by this share, blended with Gaussian weights.
+        eval: 'test' scores the dataset's test split; 'val' never loads it: ``val_count`` training
+            images drawn with ``val_seed`` are held out and scored, the regimes come from the rest.
+        plateau: number of seeds for which 'real' at the largest regime is also trained with twice the
+            steps (the plateau check: more compute alone should not move Dice).
         regimes: numbers of real training images; for each seed a seeded subset of that size, the same
             for every arm.
         seeds: one run per seed and (arm, regime); the seed sets the subset, the initialisation and
@@ -87,7 +98,7 @@ class BenchConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = ("real", "real+synth", "synth")
     synth_ratio: float = 0.5
     regimes: tuple[int, ...] = (2, 5, 20)
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -98,6 +109,13 @@ class BenchConfig:
     bootstrap: int = 2000
     amp: str = "auto"
     threads: int | None = None
+    preprocess: str = "rgb"
+    infer_tile: int | None = None
+    infer_overlap: float = 0.5
+    eval: str = "test"
+    val_count: int = 5
+    val_seed: int = 0
+    plateau: int = 0
 
     def __post_init__(self) -> None:
         for name in ("arms", "regimes", "seeds"):
@@ -160,6 +178,24 @@ class BenchConfig:
             raise ConfigError(f"bench.min_fov must be in [0, 1], got {self.min_fov!r}.")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"unknown bench.amp {self.amp!r}; valid: {', '.join(AMP_MODES)}.")
+        if self.preprocess not in PREPROCESS:
+            raise ConfigError(f"unknown bench.preprocess {self.preprocess!r}; valid: {', '.join(PREPROCESS)}.")
+        if self.infer_tile is not None and (not _positive_int(self.infer_tile) or self.infer_tile % m):
+            raise ConfigError(f"bench.infer_tile must be null or a positive multiple of {m} (2**encoder_depth), "
+                              f"got {self.infer_tile!r}.")
+        if not (isinstance(self.infer_overlap, (int, float)) and 0.0 <= self.infer_overlap < 1.0):
+            raise ConfigError(f"bench.infer_overlap must be in [0, 1), got {self.infer_overlap!r}.")
+        if self.eval not in EVAL_MODES:
+            raise ConfigError(f"unknown bench.eval {self.eval!r}; valid: {', '.join(EVAL_MODES)} (val holds out "
+                              "bench.val_count training images and never loads the test split).")
+        if not _positive_int(self.val_count):
+            raise ConfigError(f"bench.val_count must be a positive integer, got {self.val_count!r}.")
+        if not (isinstance(self.val_seed, int) and not isinstance(self.val_seed, bool) and self.val_seed >= 0):
+            raise ConfigError(f"bench.val_seed must be an integer >= 0, got {self.val_seed!r}.")
+        if not (isinstance(self.plateau, int) and not isinstance(self.plateau, bool)
+                and 0 <= self.plateau <= len(self.seeds)):
+            raise ConfigError(f"bench.plateau must be an integer in 0..{len(self.seeds)} (seeds with a 2x-steps "
+                              f"run of 'real' at the largest regime), got {self.plateau!r}.")
         if self.threads is not None and not _positive_int(self.threads):
             raise ConfigError(f"bench.threads must be a positive integer or null, got {self.threads!r}.")
 
@@ -185,8 +221,12 @@ class BenchConfig:
 # is ~1.6 min; the 21 distinct runs of the protocol (the synth arm is trained once per seed) take ~36 min
 # with loading, ~45 min even if all 27 were trained: room for a busy machine within the 60 min budget.
 PROFILES: dict[str, dict] = {
-    # The whole protocol (3 arms x 3 regimes x 3 seeds) in <= 60 min on 2 CPU cores, evaluation included.
-    "cpu": {},
+    # The default protocol (see benchmarks/RESULTS.md section 7 for the configurations measured): data-bound
+    # on DRIVE, all four arms x 3 regimes x 3 seeds in <= 90 min on 2 CPU cores, evaluation included.
+    "cpu": {"arms": ["real", "real+synth", "synth", "pretrain"], "preprocess": "green_clahe", "size": 576,
+            "patch": 96, "batch_size": 8, "steps": 800, "infer_tile": 192, "infer_overlap": 0.5, "plateau": 1},
+    # The protocol before the data-bound one (RESULTS.md section 6): compute-bound, kept reproducible.
+    "quick": {},
     # GPU scale: a standard U-Net/ResNet34 recipe on 256 patches.
     "full": {"encoder": "resnet34", "encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16],
              "patch": 256, "batch_size": 16, "steps": 4000, "lr": 1e-3},

@@ -13,7 +13,7 @@ from retinasynth.provenance import write_bytes_atomic, write_text_atomic
 
 LABELS = {"dice": "Dice", "iou": "IoU", "sensitivity": "Sens", "specificity": "Spec", "accuracy": "Acc",
           "auc": "AUC", "cldice": "clDice"}
-COMPARISONS = (("real+synth", "real"), ("synth", "real"))
+COMPARISONS = (("real+synth", "real"), ("pretrain", "real"), ("synth", "real"))
 
 
 def metrics_of(runs: list[dict]) -> list[str]:
@@ -56,37 +56,63 @@ def summarize(runs: list[dict], arms, regimes) -> list[dict]:
     return rows
 
 
-def paired(runs: list[dict], ev: str, arm: str, base: str, n: int, metric: str, n_boot: int,
-           seed: int = 0) -> dict | None:
-    """Paired difference ``arm - base`` on the real test images of one eval set and regime.
+def _by_seed(runs: list[dict], ev: str, arm: str, n: int) -> dict[int, dict]:
+    return {r["seed"]: r for r in runs if r["arm"] == arm and r["regime"] == n and ev in r["scores"]}
 
-    Per image, the scores are averaged over the seeds both arms completed; the mean difference gets a
-    percentile bootstrap 95% CI (test images resampled ``n_boot`` times with a seeded generator) and,
-    for Dice, a Wilcoxon signed-rank test on the per-image differences.
+
+def two_level_bootstrap(d: np.ndarray, n_boot: int, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95% CI of the mean of ``d`` (seeds x images) from a two-level bootstrap.
+
+    Each resample draws the seeds with replacement, then, within each drawn seed, the images with
+    replacement; so the CI counts both the seed-to-seed variance of training and the variance over test
+    images (resampling images alone would ignore the first).
     """
-    a = {r["seed"]: r for r in runs if r["arm"] == arm and r["regime"] == n and ev in r["scores"]}
-    b = {r["seed"]: r for r in runs if r["arm"] == base and r["regime"] == n and ev in r["scores"]}
+    d = np.asarray(d, dtype=np.float64)
+    s, n = d.shape
+    rng = np.random.default_rng(seed)
+    si = rng.integers(0, s, size=(n_boot, s))
+    ii = rng.integers(0, n, size=(n_boot, s, n))
+    boot = d[si[:, :, None], ii].mean(axis=(1, 2))
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def paired(runs: list[dict], ev: str, arm: str, base: str, n: int, metric: str, n_boot: int,
+           seed: int = 0, base_regime: int | None = None, runs_base: list[dict] | None = None) -> dict | None:
+    """Paired difference ``arm (n) - base (base_regime, default n)`` on the images of one eval set.
+
+    Pairs are the seeds both sides completed and the images both scored. The mean difference gets a
+    two-level bootstrap 95% CI (seeds, then images within seeds; ``n_boot`` seeded resamples), the
+    per-seed mean differences are listed, and a Wilcoxon signed-rank test (scipy, two-sided) is run on
+    the per-image differences averaged over seeds. Images whose score is not finite in any pair
+    (e.g. AUC of an image without vessels) are left out.
+    """
+    base_regime = n if base_regime is None else base_regime
+    a = _by_seed(runs, ev, arm, n)
+    b = _by_seed(runs if runs_base is None else runs_base, ev, base, base_regime)
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None
-    ids = sorted(a[seeds[0]]["scores"][ev]["per_image"])
+    ids = sorted(set.intersection(*[set(a[s]["scores"][ev]["per_image"]) & set(b[s]["scores"][ev]["per_image"])
+                                    for s in seeds]))
 
-    def per_image(runs_by_seed):
-        return np.array([[runs_by_seed[s]["scores"][ev]["per_image"][i][metric] for i in ids] for s in seeds],
-                        dtype=np.float64).mean(axis=0)
+    def table(by_seed):
+        return np.array([[by_seed[s]["scores"][ev]["per_image"][i].get(metric, np.nan) for i in ids]
+                         for s in seeds], dtype=np.float64)
 
-    d = per_image(a) - per_image(b)
-    d = d[np.isfinite(d)]
+    d = table(a) - table(b)
+    d = d[:, np.all(np.isfinite(d), axis=0)]
     if d.size == 0:
         return None
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
-    lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
-    out = {"eval": ev, "comparison": f"{arm} - {base}", "arm": arm, "base": base, "regime": n, "metric": metric,
-           "seeds": seeds, "n_images": int(d.size), "mean_diff": float(d.mean()), "ci95": [lo, hi],
+    lo, hi = two_level_bootstrap(d, n_boot, seed)
+    out = {"eval": ev, "comparison": f"{arm} - {base}" if base_regime == n else
+           f"{base} n={n} - {base} n={base_regime}" if arm == base else f"{arm} n={n} - {base} n={base_regime}",
+           "arm": arm, "base": base, "regime": n, "base_regime": base_regime, "metric": metric,
+           "seeds": seeds, "n_images": int(d.shape[1]), "mean_diff": float(d.mean()), "ci95": [lo, hi],
+           "ci_method": "two-level bootstrap (seeds, then images within seeds)",
+           "per_seed_diff": [float(v) for v in d.mean(axis=1)],
            "n_bootstrap": n_boot, "verdict": verdict(lo, hi)}
-    if metric == "dice":
-        out["wilcoxon_p"], out["wilcoxon_note"] = _wilcoxon(d)
+    out["wilcoxon_p"], out["wilcoxon_note"] = _wilcoxon(d.mean(axis=0))
     return out
 
 
@@ -101,6 +127,17 @@ def _wilcoxon(d: np.ndarray) -> tuple[float | None, str]:
         return None, str(e)
 
 
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None stays None and does not count)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    m, out, running = len(idx), list(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
 def verdict(lo: float, hi: float) -> str:
     if lo > 0:
         return "CI above zero"
@@ -109,10 +146,19 @@ def verdict(lo: float, hi: float) -> str:
     return "includes zero"
 
 
+def is_learning_curve(p: dict) -> bool:
+    return p["arm"] == "real" and p["base"] == "real" and p["regime"] != p["base_regime"]
+
+
 def paired_all(runs: list[dict], arms, regimes, n_boot: int) -> list[dict]:
+    """Every arm against 'real' in every regime, plus the learning curve 'real n=max - real n=min', for
+    Dice, AUC and clDice; Wilcoxon p-values get a Holm adjustment over the Dice comparisons of an eval set
+    (``wilcoxon_p_holm``), the family whose size the report states."""
     out = []
     metrics = [m for m in ("dice", "auc", "cldice") if m in metrics_of(runs)]
+    lo_n, hi_n = min(regimes), max(regimes)
     for ev in eval_names(runs):
+        these = []
         for arm, base in COMPARISONS:
             if arm not in arms or base not in arms:
                 continue
@@ -120,7 +166,46 @@ def paired_all(runs: list[dict], arms, regimes, n_boot: int) -> list[dict]:
                 for m in metrics:
                     p = paired(runs, ev, arm, base, n, m, n_boot)
                     if p is not None:
-                        out.append(p)
+                        these.append(p)
+        if "real" in arms and lo_n != hi_n:
+            for m in metrics:
+                p = paired(runs, ev, "real", "real", hi_n, m, n_boot, base_regime=lo_n)
+                if p is not None:
+                    these.append(p)
+        dice = [p for p in these if p["metric"] == "dice"]
+        for p, adj in zip(dice, holm([p.get("wilcoxon_p") for p in dice])):
+            p["wilcoxon_p_holm"] = adj
+        out += these
+    return out
+
+
+def learning_curve_warnings(pairs: list[dict]) -> list[str]:
+    """A plain warning for each eval set whose learning curve (real n=max - real n=min Dice) is not
+    clearly above zero: such a protocol is compute-bound and cannot show a benefit from more data."""
+    out = []
+    for p in pairs:
+        if is_learning_curve(p) and p["metric"] == "dice" and p["ci95"][0] <= 0:
+            lo, hi = p["ci95"]
+            out.append(f"{p['eval']}: real n={p['regime']} - real n={p['base_regime']} ΔDice {p['mean_diff']:+.4f}, "
+                       f"95% CI [{lo:+.4f}, {hi:+.4f}] includes zero or lies below it: the protocol is "
+                       "compute-bound and cannot show a benefit from extra data of any kind (more real images "
+                       "do not help it either).")
+    return out
+
+
+def plateau_summary(runs: list[dict], plateau_runs: list[dict], n: int, n_boot: int) -> dict:
+    """The plateau check: 'real' at the largest regime trained with twice the steps, minus the same
+    runs at the protocol's steps (same seeds and subsets). A small difference means the 'real' arm is
+    trained to convergence, so arms with more steps (pretrain) are not ahead by compute alone."""
+    out: dict = {"regime": n, "seeds": sorted(r["seed"] for r in plateau_runs),
+                 "steps": plateau_runs[0]["train"]["steps"] if plateau_runs else None, "paired": []}
+    twice = [{**r, "arm": "real-2x"} for r in plateau_runs]
+    for ev in eval_names(plateau_runs):
+        for m in [m for m in ("dice", "auc", "cldice") if m in metrics_of(plateau_runs)]:
+            p = paired(twice, ev, "real-2x", "real", n, m, n_boot, runs_base=runs)
+            if p is not None:
+                p["comparison"] = f"real 2x steps - real (n={n})"
+                out["paired"].append(p)
     return out
 
 
@@ -168,32 +253,80 @@ def paired_table(pairs: list[dict], ev: str) -> str:
     sel = [p for p in pairs if p["eval"] == ev]
     if not sel:
         return ""
-    lines = ["| comparison | n real | metric | mean Δ | 95% CI | Wilcoxon p | verdict |", "|---|---|---|---|---|---|---|"]
+    lines = ["| comparison | n real | metric | mean Δ | 95% CI | per-seed Δ | Wilcoxon p (Holm) | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in sel:
         lo, hi = p["ci95"]
-        wp = _pfmt(p.get("wilcoxon_p")) if p["metric"] == "dice" else ""
-        lines.append(f"| {p['comparison']} | {p['regime']} | {LABELS[p['metric']]} | {p['mean_diff']:+.4f} | "
-                     f"[{lo:+.4f}, {hi:+.4f}] | {wp} | {p['verdict']} |")
+        wp = ""
+        if p["metric"] == "dice":
+            wp = f"{_pfmt(p.get('wilcoxon_p'))} ({_pfmt(p.get('wilcoxon_p_holm'))})"
+        per_seed = " ".join(f"{v:+.4f}" for v in p.get("per_seed_diff", []))
+        n = f"{p['regime']} vs {p['base_regime']}" if p.get("base_regime", p["regime"]) != p["regime"] else p["regime"]
+        lines.append(f"| {p['comparison']} | {n} | {LABELS[p['metric']]} | {p['mean_diff']:+.4f} | "
+                     f"[{lo:+.4f}, {hi:+.4f}] | {per_seed} | {wp} | {p['verdict']} |")
     return "\n".join(lines)
+
+
+_MEANING = {
+    "real+synth": {"CI above zero": "adding the synthetic pairs helped",
+                   "below zero": "adding the synthetic pairs hurt",
+                   "includes zero": "no difference detectable with these test images and seeds"},
+    "pretrain": {"CI above zero": "pretraining on the synthetic pairs, then fine-tuning on the real images, helped",
+                 "below zero": "pretraining on the synthetic pairs, then fine-tuning on the real images, hurt",
+                 "includes zero": "no difference detectable with these test images and seeds"},
+    "synth": {"CI above zero": "synthetic pairs alone beat the real images",
+              "below zero": "synthetic pairs alone are worse than the real images",
+              "includes zero": "synthetic pairs alone are indistinguishable from the real images"},
+    "real": {"CI above zero": "more real images help: the protocol is data-bound and can show a data effect",
+             "below zero": "more real images hurt: the protocol cannot show a data effect",
+             "includes zero": "more real images do not measurably help: the protocol is compute-bound"},
+}
 
 
 def verdict_lines(pairs: list[dict], ev: str) -> list[str]:
     out = []
-    meaning = {"CI above zero": "adding the synthetic pairs helped",
-               "below zero": "adding the synthetic pairs hurt",
-               "includes zero": "no difference detectable with these test images and seeds"}
     for p in pairs:
         if p["eval"] != ev or p["metric"] != "dice":
             continue
         lo, hi = p["ci95"]
-        what = meaning[p["verdict"]] if p["arm"] == "real+synth" else {
-            "CI above zero": "synthetic pairs alone beat the real images",
-            "below zero": "synthetic pairs alone are worse than the real images",
-            "includes zero": "synthetic pairs alone are indistinguishable from the real images"}[p["verdict"]]
-        out.append(f"- n={p['regime']} real images, {p['comparison']}: ΔDice {p['mean_diff']:+.4f}, 95% CI "
+        what = _MEANING[p["arm"]][p["verdict"]]
+        n = (f"n={p['regime']} vs n={p['base_regime']}" if p.get("base_regime", p["regime"]) != p["regime"]
+             else f"n={p['regime']} real images")
+        out.append(f"- {n}, {p['comparison']}: ΔDice {p['mean_diff']:+.4f}, 95% CI "
                    f"[{lo:+.4f}, {hi:+.4f}] — {p['verdict']}: {what} (Wilcoxon p = {_pfmt(p.get('wilcoxon_p'))}, "
-                   f"{p['n_images']} test images, seeds {p['seeds']}).")
+                   f"Holm-adjusted {_pfmt(p.get('wilcoxon_p_holm'))}; {p['n_images']} images, seeds {p['seeds']}).")
     return out
+
+
+def steps_line(results: dict) -> str:
+    steps = results.get("arm_steps") or {}
+    if not steps:
+        return ""
+    parts = [f"{arm}: {n}" + (" (synthetic pretraining + real fine-tune)" if arm == "pretrain" else "")
+             for arm, n in steps.items()]
+    return ("- Optimiser steps behind each model: " + "; ".join(parts) + ". Compare arms with more steps against "
+            "the plateau check below, not as a data effect.")
+
+
+def plateau_lines(results: dict) -> list[str]:
+    pl = results.get("plateau")
+    if not pl or not pl.get("paired"):
+        return []
+    lines = ["## Plateau check", "",
+             f"`real` at n={pl['regime']} retrained with {pl['steps']} steps (twice the protocol's) for seeds "
+             f"{pl['seeds']}; Δ = 2x steps − protocol steps, on the same subsets. A small |Δ| means the real "
+             "baseline is trained to convergence, so extra steps alone do not explain an arm's gain.", ""]
+    for p in pl["paired"]:
+        lo, hi = p["ci95"]
+        lines.append(f"- {p['eval']}, {LABELS[p['metric']]}: Δ {p['mean_diff']:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}]"
+                     f", per seed {' '.join(f'{v:+.4f}' for v in p['per_seed_diff'])}.")
+    return lines + [""]
+
+
+def _inference(cfg: dict) -> str:
+    if not cfg.get("infer_tile"):
+        return "whole image"
+    return f"sliding window {cfg['infer_tile']} px, overlap {cfg['infer_overlap']}"
 
 
 def report_markdown(results: dict) -> str:
@@ -201,20 +334,29 @@ def report_markdown(results: dict) -> str:
     synth = results.get("synth") or {}
     lines = ["# Downstream segmentation benchmark", ""]
     lines.append(f"Does adding synthetic image/mask pairs improve a {cfg['arch']}/{cfg['encoder']} segmenter on "
-                 "**real** test images? Scores are computed at the images' native resolution, inside the FOV.")
+                 "**real** images? Scores are computed at the images' native resolution, inside the FOV.")
     lines.append("")
     real = results["data"]["real"]
-    lines.append(f"- Real data: `{real['root']}` ({real['layout']}), {real['n_train']} training images, "
-                 f"{real['n_test']} test images.")
+    if real.get("eval_mode") == "val":
+        lines.append(f"- **Validation mode**: {len(real.get('val_ids', []))} training images held out as the "
+                     f"evaluation set ({', '.join(real.get('val_ids', []))}); the test split was not loaded.")
+    lines.append(f"- Real data: `{real['root']}` ({real['layout']}), {real['n_train']} training images for the "
+                 f"regimes, {real['n_test']} evaluated images.")
     if synth:
-        state = "verified against the test split" if synth.get("verified") else "**UNVERIFIED**"
+        state = "verified against the evaluated images" if synth.get("verified") else "**UNVERIFIED**"
         lines.append(f"- Synthetic data: `{synth.get('synth_dir')}`, {synth.get('n', '?')} pairs ({state}).")
     for w in results.get("warnings", []):
         lines.append(f"- **WARNING: {w}**")
-    lines.append(f"- Protocol: profile `{cfg['profile']}`, {cfg['steps']} AdamW steps of {cfg['batch_size']} "
-                 f"patches of {cfg['patch']} px at working resolution {cfg['size']}, lr {cfg['lr']} "
-                 f"({cfg['lr_schedule']}), synth_ratio {cfg['synth_ratio']}, seeds {cfg['seeds']}; same steps, "
-                 "batches and augmentation in every arm. Device: " + results.get("device", "?") + ".")
+    lines.append(f"- Protocol: profile `{cfg['profile']}`, {cfg['arch']}/{cfg['encoder']} depth "
+                 f"{cfg['encoder_depth']}, {cfg['steps']} AdamW steps of {cfg['batch_size']} patches of "
+                 f"{cfg['patch']} px at working resolution {cfg['size']}, input `{cfg.get('preprocess', 'rgb')}`, "
+                 f"lr {cfg['lr']} ({cfg['lr_schedule']}), synth_ratio {cfg['synth_ratio']}, seeds {cfg['seeds']}, "
+                 f"inference {_inference(cfg)}, "
+                 f"threshold {cfg['threshold']}; same batches and augmentation in every arm. Device: "
+                 + results.get("device", "?") + ".")
+    sl = steps_line(results)
+    if sl:
+        lines.append(sl)
     lines.append(f"- Wall time: {results['wall_s'] / 60:.1f} min ({results['n_trained']} runs trained now, "
                  f"{results['n_cached']} from cache, {results['n_reused']} reused).")
     lines.append("")
@@ -226,11 +368,16 @@ def report_markdown(results: dict) -> str:
                   scores_table(rows, ev), ""]
         pt = paired_table(pairs, ev)
         if pt:
+            k = (results.get("n_comparisons") or {}).get(ev, "?")
             lines += ["### Paired differences", "",
-                      f"Per test image, scores averaged over seeds; Δ = arm − real; 95% CI from "
-                      f"{cfg['bootstrap']} bootstrap resamples of the test images; Wilcoxon signed-rank test on "
-                      "the per-image Dice differences.", "", pt, "", "### Verdict", ""]
+                      f"Δ = arm − real in the same regime, on the same images and seeds (and the learning curve, "
+                      f"real at the largest minus the smallest regime). 95% CI from a two-level bootstrap "
+                      f"({cfg['bootstrap']} resamples: seeds, then images within seeds), so seed-to-seed variance "
+                      f"counts; per-seed Δ beside it; Wilcoxon signed-rank test on the per-image differences "
+                      f"averaged over seeds, Holm-adjusted over the {k} Dice comparisons this report makes.", "",
+                      pt, "", "### Verdict", ""]
             lines += verdict_lines(pairs, ev) + [""]
+    lines += plateau_lines(results)
     lines += ["![Dice vs number of real images](dice_vs_n.png)", ""]
     return "\n".join(lines)
 

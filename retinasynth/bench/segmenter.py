@@ -107,8 +107,13 @@ def _amp_dtype(cfg: BenchConfig, dev: torch.device):
 
 
 def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], arm: str, seed: int,
-                    device: torch.device, progress: bool = False, desc: str = "train") -> tuple[torch.nn.Module, dict]:
+                    device: torch.device, progress: bool = False, desc: str = "train",
+                    init: dict[str, torch.Tensor] | None = None) -> tuple[torch.nn.Module, dict]:
     """Train one segmenter for ``cfg.steps`` AdamW steps; deterministic on CPU for a given seed.
+
+    ``arm`` chooses the pool of every batch element ('real', 'real+synth', 'synth'); ``init`` starts from
+    given weights instead of a seeded random initialisation (the fine-tune phase of the 'pretrain' arm,
+    which passes arm='real' and the weights of the 'synth' model).
 
     Returns the model (eval mode) and a log: final loss, a coarse loss curve, the share of synthetic
     patches actually drawn, and the wall time.
@@ -118,7 +123,10 @@ def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], a
     if arm != "real" and not synth:
         raise ConfigError(f"arm {arm!r} needs synthetic pairs; pass --synth DIR.")
     torch.manual_seed(seed)
-    model = create_segmenter(cfg).to(device).train()
+    model = create_segmenter(cfg)
+    if init is not None:
+        model.load_state_dict(init)
+    model = model.to(device).train()
     loss_fn = SegLoss().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
@@ -161,17 +169,50 @@ def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], a
 
 @torch.no_grad()
 def predict_prob(model: torch.nn.Module, image: np.ndarray, device: torch.device, multiple: int,
-                 amp=None) -> np.ndarray:
-    """Vessel probability of a whole working-resolution image, zero-padded to a multiple of the stride."""
+                 amp=None, tile: int | None = None, overlap: float = 0.5, batch: int = 4) -> np.ndarray:
+    """Vessel probability of a working-resolution image.
+
+    With ``tile`` None the whole image goes through in one pass (zero-padded to a multiple of the
+    stride). Otherwise a sliding window of ``tile`` px moves by ``tile * (1 - overlap)``; the last
+    window of each row/column is aligned with the image's edge, and overlapping probabilities are
+    blended with a Gaussian weight (sigma = tile / 4) so that tile borders, where the network sees
+    least context, count least.
+    """
+    ctx = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
     h, w = image.shape[:2]
-    ph, pw = -h % multiple, -w % multiple
+    if tile is None:
+        ph, pw = -h % multiple, -w % multiple
+        if ph or pw:
+            image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
+        x = to_tensor(image)[None].to(device)
+        with ctx():
+            logits = model(x)
+        return torch.sigmoid(logits.float())[0, 0, :h, :w].cpu().numpy()
+    # Pad to at least one tile; windows then tile the padded frame exactly.
+    ph, pw = max(0, tile - h), max(0, tile - w)
     if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-    x = to_tensor(image)[None].to(device)
-    ctx = torch.autocast("cuda", dtype=amp) if amp else contextlib.nullcontext()
-    with ctx:
-        logits = model(x)
-    return torch.sigmoid(logits.float())[0, 0, :h, :w].cpu().numpy()
+    H, W = image.shape[:2]
+    stride = max(1, int(round(tile * (1.0 - overlap))))
+
+    def starts(n: int) -> list[int]:
+        s = list(range(0, n - tile + 1, stride))
+        return s if s[-1] == n - tile else s + [n - tile]
+
+    g = np.exp(-0.5 * ((np.arange(tile) - (tile - 1) / 2) / (tile / 4)) ** 2)
+    weight = np.outer(g, g).astype(np.float32) + 1e-3
+    acc = np.zeros((H, W), np.float32)
+    norm = np.zeros((H, W), np.float32)
+    boxes = [(y, x) for y in starts(H) for x in starts(W)]
+    for i in range(0, len(boxes), batch):
+        chunk = boxes[i:i + batch]
+        x = to_tensor(np.stack([image[y:y + tile, x0:x0 + tile] for y, x0 in chunk])).to(device)
+        with ctx():
+            prob = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
+        for (y, x0), p in zip(chunk, prob):
+            acc[y:y + tile, x0:x0 + tile] += p * weight
+            norm[y:y + tile, x0:x0 + tile] += weight
+    return (acc / norm)[:h, :w]
 
 
 def to_native(prob: np.ndarray, native_shape: tuple[int, int]) -> np.ndarray:
@@ -189,6 +230,7 @@ def evaluate_segmenter(model: torch.nn.Module, cfg: BenchConfig, work: list[Samp
     out = {}
     for s in work:
         ref = native[s.id]
-        prob = to_native(predict_prob(model, s.image, device, cfg.multiple, amp), ref.mask.shape)
+        prob = to_native(predict_prob(model, s.image, device, cfg.multiple, amp, cfg.infer_tile, cfg.infer_overlap),
+                         ref.mask.shape)
         out[s.id] = segmentation_scores(prob, ref.mask, ref.fov, cfg.threshold, with_cldice=cfg.cldice)
     return out

@@ -67,3 +67,23 @@ def prepare(image: np.ndarray, mask: np.ndarray | None, fov: np.ndarray, size: i
     if mask is not None:
         mask = resize_mask(mask, (size, size)) & fov
     return image, mask, fov
+
+
+def green_clahe(image: np.ndarray, clip: float = 2.0, tiles: int = 8) -> np.ndarray:
+    """The green channel (where vessels contrast most) equalised with CLAHE, returned as grey RGB.
+
+    The tile grid is a fixed count per side, not a pixel size, so the result does not depend on the
+    image's resolution.
+    """
+    g = np.ascontiguousarray(image[..., 1]) if image.ndim == 3 else image
+    eq = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)).apply(g.astype(np.uint8))
+    return np.repeat(eq[..., None], 3, axis=2)
+
+
+def enhance(image: np.ndarray, mode: str) -> np.ndarray:
+    """Segmenter input preprocessing: 'rgb' (unchanged) or 'green_clahe'."""
+    if mode == "rgb":
+        return image
+    if mode == "green_clahe":
+        return green_clahe(image)
+    raise ValueError(f"unknown preprocessing {mode!r}; valid: rgb, green_clahe")
