@@ -1,6 +1,6 @@
 """Margins of the near-duplicate leakage guard (how IMAGE_THRESHOLD and MASK_THRESHOLD were set).
 
-Measures, with the signatures of retinasynth.bench.similarity:
+Measures, with the signatures of retinasynth.data.similarity:
 - false-positive side: the highest similarity between *different* eyes: DRIVE training vs test images
   and masks, and across two phantom datasets drawn with different seeds (another layout and look);
 - detection side: the lowest similarity between a DRIVE test image and a disguised copy of it
@@ -20,14 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from retinasynth.bench.similarity import (
+from retinasynth.data import DataConfig, load_dataset
+from retinasynth.data.similarity import (
     IMAGE_THRESHOLD,
     MASK_THRESHOLD,
     image_signature,
     mask_signature,
     similarity_matrix,
 )
-from retinasynth.data import DataConfig, load_dataset
 from retinasynth.masks.perturb import default_perturbation
 from retinasynth.synth.phantom import write_phantom_dataset
 

@@ -128,3 +128,9 @@ def cli(monkeypatch):
         return CliRunner().invoke(main, [str(a) for a in args])
 
     return invoke
+
+
+@pytest.fixture(scope="module")
+def save_image_module():
+    """``save_image`` for module-scoped fixtures."""
+    return _save

@@ -66,6 +66,8 @@ class BenchConfig:
         arms: 'real' (real patches only), 'real+synth' (each batch element synthetic with probability
             ``synth_ratio``), 'synth' (synthetic only), 'pretrain' (the 'synth' model of the same seed,
             fine-tuned on the real subset with the 'real' arm's schedule: twice the steps in all).
+        augment: 'strong' (geometry, elastic, photometric, noise) or 'light' (flips, rot90, mild
+            brightness/contrast); the same in every arm.
         preprocess: 'rgb' (as stored) or 'green_clahe' (the green channel with CLAHE, as grey RGB),
             applied identically to real and synthetic, training and evaluated images.
         infer_tile / infer_overlap: sliding-window inference with tiles of this side (None: whole
@@ -110,6 +112,7 @@ class BenchConfig:
     amp: str = "auto"
     threads: int | None = None
     preprocess: str = "rgb"
+    augment: str = "strong"
     infer_tile: int | None = None
     infer_overlap: float = 0.5
     eval: str = "test"
@@ -178,6 +181,8 @@ class BenchConfig:
             raise ConfigError(f"bench.min_fov must be in [0, 1], got {self.min_fov!r}.")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"unknown bench.amp {self.amp!r}; valid: {', '.join(AMP_MODES)}.")
+        if self.augment not in ("strong", "light"):
+            raise ConfigError(f"unknown bench.augment {self.augment!r}; valid: strong, light.")
         if self.preprocess not in PREPROCESS:
             raise ConfigError(f"unknown bench.preprocess {self.preprocess!r}; valid: {', '.join(PREPROCESS)}.")
         if self.infer_tile is not None and (not _positive_int(self.infer_tile) or self.infer_tile % m):

@@ -1,13 +1,20 @@
 """Leakage guards: a synthetic set may only derive from images and masks that are not evaluated.
 
-Checks, each raising a one-line :class:`RetinaSynthError` that names the offending file (and line):
+Checks, each raising a one-line :class:`RetinaSynthError` that names the offending file(s):
 
 1. ``manifest.jsonl``: every pair's ``source_split`` is 'train' or null, and no ``source_mask_id`` is an
-   evaluated test id when ``source_data`` is the evaluated dataset's folder.
-2. ``synth.json``: the generator run's training images (``run_data.sample_fingerprints``, or recomputed
-   from ``run_data.root`` restricted to ``train_ids + val_ids``) share no image with an evaluated split
-   loaded with the run's own data config; nor, when the run's data folder is the evaluated one, any id.
-3. No synthetic image is byte-identical (at working resolution) to an evaluated image.
+   evaluated id when ``source_data`` is the evaluated dataset's folder.
+2. Masks, by content, wherever the files live: the recorded source mask of every real or perturbed pair
+   (``source_mask_sha256``) and every stored synthetic mask are compared with the evaluated masks brought
+   to the run's preprocessing (exact), and every synthetic mask with every evaluated mask by near-duplicate
+   signature (``MASK_THRESHOLD``; robust to the perturbations of ``synthesize``, flips, small rotations).
+3. ``synth.json``: the generator run's training images share no image with the evaluated ones: exact
+   (``run_data.sample_fingerprints`` against the evaluated images at the run's preprocessing) and near
+   duplicate (``run_data.image_signatures``, or recomputed from ``run_data.root`` by the recorded ids,
+   against the evaluated images' signatures: ``IMAGE_THRESHOLD``; robust to resizing, squashing,
+   re-encoding, flips, mild crops, brightness and gamma); nor, when the run's data folder is the
+   evaluated one, any id. The evaluated images are the very samples scored, selected by id.
+4. No synthetic image is identical or a near duplicate of an evaluated image.
 """
 
 from __future__ import annotations
@@ -17,9 +24,23 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from retinasynth.config import from_dict
 from retinasynth.data.dataset import DataConfig, Dataset, load_dataset
+from retinasynth.data.io import read_mask
+from retinasynth.data.preprocess import prepare
+from retinasynth.data.similarity import (
+    IMAGE_THRESHOLD,
+    MASK_THRESHOLD,
+    decode_signature,
+    image_signature,
+    mask_digest,
+    mask_signature,
+    similarity_matrix,
+)
 from retinasynth.errors import RetinaSynthError
+from retinasynth.provenance import fingerprint_arrays
 
 MANIFEST = "manifest.jsonl"
 SYNTH_META = "synth.json"
@@ -114,18 +135,28 @@ def _check_manifest(path: Path, entries: list[tuple[int, dict]], evals: list[Eva
                                "cannot be verified.")
 
 
-def _run_fingerprints(meta_path: Path, run_data: dict, run_cfg: DataConfig, root: Path | None) -> dict[str, str]:
-    fps = run_data.get("sample_fingerprints")
-    if fps:
-        return dict(fps)
+def _at(ev: EvalSet, cfg: DataConfig, size: int | None) -> list[tuple]:
+    """The evaluated samples (the very ones scored, by id) brought to another preprocessing:
+    [(id, source file, image, mask, fov)]."""
+    out = []
+    for s in ev.native.samples:
+        image, mask, fov = prepare(s.image, s.mask, s.fov, size, cfg.fit, cfg.crop_fov)
+        out.append((s.id, s.mask_source or s.source, image, mask, fov))
+    return out
+
+
+def _run_samples(meta_path: Path, run_data: dict, run_cfg: DataConfig, root: Path | None, need: bool):
+    """The generator's training samples, reloaded from its data folder by the recorded ids (None when the
+    folder is not needed because fingerprints and signatures are recorded)."""
+    if not need:
+        return None
     ids = set(run_data.get("train_ids") or []) | set(run_data.get("val_ids") or [])
     if root is None or not root.is_dir():
-        raise RetinaSynthError(f"{meta_path}: run_data has no sample_fingerprints and its training data folder "
-                               f"{run_data.get('root')!r} is not available to recompute them; the generator's "
-                               "training images cannot be checked against the test split.")
-    ds = load_dataset(root, "train", run_cfg)
-    fps = ds.sample_fingerprints()
-    return {i: fp for i, fp in fps.items() if not ids or i in ids}
+        raise RetinaSynthError(f"{meta_path}: run_data lacks sample_fingerprints/image_signatures and its training "
+                               f"data folder {run_data.get('root')!r} is not available to recompute them; the "
+                               "generator's training images cannot be checked against the evaluated images.")
+    ds = load_dataset(root, "all", run_cfg)
+    return [s for s in ds.samples if not ids or s.id in ids]
 
 
 def _check_run(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
@@ -139,8 +170,19 @@ def _check_run(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
         raise RetinaSynthError(f"{meta_path}: {e}") from None
     run_root = run_data_root(run_data, meta.get("run_dir"))
     trained_ids = [str(i) for i in (run_data.get("train_ids") or []) + (run_data.get("val_ids") or [])]
-    run_fps = _run_fingerprints(meta_path, run_data, run_cfg, run_root)
-    by_fp: dict[str, str] = {fp: i for i, fp in run_fps.items()}
+    fps, sigs = run_data.get("sample_fingerprints"), run_data.get("image_signatures")
+    samples = _run_samples(meta_path, run_data, run_cfg, run_root, not fps or not sigs)
+    if not fps:
+        fps = {s.id: fingerprint_arrays([("image", s.image)]) for s in samples}
+    if sigs:
+        try:
+            run_sigs = {str(i): decode_signature(t) for i, t in sigs.items()}
+        except (ValueError, TypeError, AttributeError) as e:
+            raise RetinaSynthError(f"{meta_path}: run_data.image_signatures is damaged ({e}); re-run "
+                                   "`retinasynth synthesize` from the run.") from None
+    else:
+        run_sigs = {s.id: image_signature(s.image, s.fov) for s in samples}
+    by_fp: dict[str, str] = {fp: i for i, fp in fps.items()}
     checked = []
     for ev in evals:
         if run_root is not None and run_root == _resolve(ev.root):
@@ -150,18 +192,87 @@ def _check_run(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
                                    f"{len(both)} image(s) of the evaluated {ev.name} split of {ev.root} "
                                    f"({', '.join(both[:5])}). Refusing: train the generator on the "
                                    "training split only.")
-        same_cfg = ev.work.config == run_cfg
-        ref = ev.work if same_cfg else load_dataset(ev.root, ev.split, run_cfg)
-        hits = [(i, by_fp[fp]) for i, fp in ref.sample_fingerprints().items() if fp in by_fp]
+        ref = _at(ev, run_cfg, run_cfg.size)
+        hits = [(i, by_fp[fp]) for i, _, img, _, _ in ref if (fp := fingerprint_arrays([("image", img)])) in by_fp]
         if hits:
             shown = ", ".join(f"{a} (= run image {b})" for a, b in hits[:5])
             raise LeakageError(f"{meta_path}: the generator run {meta.get('run_dir')} was trained on "
                                f"{len(hits)} image(s) of the evaluated {ev.name} split of {ev.root}: "
                                f"{shown}. Refusing: train the generator on images not evaluated here.")
-        checked.append({"eval": ev.name, "images": len(ref), "run_images": len(run_fps)})
+        ev_sigs = [image_signature(s.image, s.fov) for s in ev.native.samples]
+        run_ids = list(run_sigs)
+        sim = similarity_matrix(ev_sigs, [run_sigs[i] for i in run_ids])
+        if sim.size and sim.max() >= IMAGE_THRESHOLD:
+            e, r = np.unravel_index(int(np.argmax(sim)), sim.shape)
+            s = ev.native.samples[e]
+            where = f"{run_root}" if run_root else str(run_data.get("root"))
+            raise LeakageError(f"{meta_path}: generator training image {run_ids[r]!r} (in {where}) is a near "
+                               f"duplicate of evaluated {ev.name} image {s.source} (similarity {sim.max():.3f} >= "
+                               f"{IMAGE_THRESHOLD}; resized, re-encoded, flipped or cropped copies score this "
+                               "high). Refusing: train the generator on images not evaluated here.")
+        checked.append({"eval": ev.name, "images": len(ref), "run_images": len(fps),
+                        "max_image_similarity": float(sim.max()) if sim.size else None})
     return {"run_dir": meta.get("run_dir"), "generator_sha256": meta.get("generator_sha256"),
             "run_data_root": str(run_root) if run_root else run_data.get("root"), "fingerprint_checks": checked,
-            "fingerprints_recomputed": not run_data.get("sample_fingerprints")}
+            "fingerprints_recomputed": not run_data.get("sample_fingerprints"),
+            "signatures_recomputed": not run_data.get("image_signatures"),
+            "image_threshold": IMAGE_THRESHOLD}
+
+
+def _check_masks(synth_dir: Path, entries: list[tuple[int, dict]], synth: Dataset, meta: dict,
+                 evals: list[EvalSet]) -> dict:
+    """Masks by content: exact digests at the run's preprocessing, then near-duplicate signatures."""
+    run_data = meta.get("run_data") or {}
+    try:
+        run_cfg = from_dict(DataConfig, run_data.get("config") or {}, "run_data.config.")
+    except RetinaSynthError:
+        run_cfg = DataConfig(size=None)
+    res = meta.get("resolution") if isinstance(meta.get("resolution"), int) else None
+    manifest = synth_dir / MANIFEST
+    by_id = {s.id: s for s in synth.samples}
+    same_size = res is not None and synth.config.size == res
+    worst = 0.0
+    for ev in evals:
+        digests = {}
+        for size in {run_cfg.size, res}:
+            for i, src, _, mask, _ in _at(ev, run_cfg, size):
+                digests[mask_digest(mask)] = (i, src)
+        for lineno, rec in entries:
+            sha = rec.get("source_mask_sha256")
+            if sha in digests:
+                i, src = digests[sha]
+                raise LeakageError(f"{manifest}:{lineno}: pair {rec['id']!r} was made from a mask identical to "
+                                   f"evaluated {ev.name} mask {src} (id {i}), whatever folder it was read from. "
+                                   "Refusing: synthesize from training masks only.")
+            s = by_id.get(str(rec["id"]))
+            if s is None:
+                continue
+            mask = s.mask if same_size else _read_mask(synth_dir, rec)
+            hit = digests.get(mask_digest(mask)) if mask is not None else None
+            if hit:
+                raise LeakageError(f"{synth_dir / str(rec.get('mask'))}: synthetic mask is identical to evaluated "
+                                   f"{ev.name} mask {hit[1]} (id {hit[0]}). Refusing: it would leak "
+                                   "evaluation data.")
+        ev_sigs = [mask_signature(s.mask, s.fov) for s in ev.native.samples]
+        sigs = [mask_signature(s.mask, s.fov) for s in synth.samples]
+        sim = similarity_matrix(ev_sigs, sigs)
+        if sim.size:
+            worst = max(worst, float(sim.max()))
+        if sim.size and sim.max() >= MASK_THRESHOLD:
+            e, k = np.unravel_index(int(np.argmax(sim)), sim.shape)
+            raise LeakageError(f"{synth.samples[k].mask_source}: synthetic mask {synth.samples[k].id!r} is a near "
+                               f"duplicate of evaluated {ev.name} mask {ev.native.samples[e].mask_source} "
+                               f"(similarity {sim.max():.3f} >= {MASK_THRESHOLD}; perturbed copies score this "
+                               "high, different eyes below). Refusing: synthesize from training masks only.")
+    return {"mask_threshold": MASK_THRESHOLD, "max_mask_similarity": worst}
+
+
+def _read_mask(synth_dir: Path, rec: dict):
+    p = synth_dir / str(rec.get("mask"))
+    try:
+        return read_mask(p, warn_non_binary=False)
+    except RetinaSynthError:
+        return None
 
 
 def verify_synthetic(synth_dir: str | Path, synth: Dataset, evals: list[EvalSet],
@@ -193,6 +304,7 @@ def verify_synthetic(synth_dir: str | Path, synth: Dataset, evals: list[EvalSet]
     entries = read_manifest(manifest)
     _check_manifest(manifest, entries, evals, run_root, synth.ids)
     _check_identical(synth_dir, synth, evals)
+    info.update(_check_masks(synth_dir, entries, synth, meta, evals))
     try:
         info.update(_check_run(meta_path, meta, evals))
     except LeakageError:
@@ -210,13 +322,19 @@ def verify_synthetic(synth_dir: str | Path, synth: Dataset, evals: list[EvalSet]
 
 def _check_identical(synth_dir: Path, synth: Dataset, evals: list[EvalSet]) -> None:
     fps = {fp: i for i, fp in synth.sample_fingerprints().items()}
+    sigs = [image_signature(s.image, s.fov) for s in synth.samples]
     for ev in evals:
-        if ev.work.config != synth.config:
-            continue
-        for i, fp in ev.work.sample_fingerprints().items():
-            if fp in fps:
-                raise LeakageError(f"{synth_dir}/images: synthetic image {fps[fp]!r} is identical to evaluated "
-                                   f"{ev.name} image {i!r} of {ev.root}. Refusing: it would leak evaluation data.")
+        if ev.work.config == synth.config:
+            for i, fp in ev.work.sample_fingerprints().items():
+                if fp in fps:
+                    raise LeakageError(f"{synth_dir}/images: synthetic image {fps[fp]!r} is identical to evaluated "
+                                       f"{ev.name} image {i!r} of {ev.root}. Refusing: it would leak evaluation data.")
+        sim = similarity_matrix([image_signature(s.image, s.fov) for s in ev.native.samples], sigs)
+        if sim.size and sim.max() >= IMAGE_THRESHOLD:
+            e, k = np.unravel_index(int(np.argmax(sim)), sim.shape)
+            raise LeakageError(f"{synth.samples[k].source}: synthetic image {synth.samples[k].id!r} is a near "
+                               f"duplicate of evaluated {ev.name} image {ev.native.samples[e].source} (similarity "
+                               f"{sim.max():.3f} >= {IMAGE_THRESHOLD}). Refusing: it would leak evaluation data.")
 
 
 def _unverified(info: dict, message: str) -> dict:

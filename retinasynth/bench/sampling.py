@@ -45,10 +45,10 @@ class PatchSampler:
     window instead of the whole frame is what makes the pipeline cheap enough for CPU training.
     """
 
-    def __init__(self, patch: int, size: int, min_fov: float = 0.5) -> None:
+    def __init__(self, patch: int, size: int, min_fov: float = 0.5, augment: str = "strong") -> None:
         self.patch, self.min_fov = patch, min_fov
         self.window = min(size, 2 * patch)
-        self.pipe = segmentation_augmentation(patch, self.window)
+        self.pipe = segmentation_augmentation(patch, self.window, augment)
         self._fov_pixels: dict[int, np.ndarray] = {}
 
     def _fov_index(self, s: Sample) -> np.ndarray:

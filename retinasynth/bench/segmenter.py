@@ -133,7 +133,7 @@ def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], a
     amp = _amp_dtype(cfg, device)
     autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    sampler = PatchSampler(cfg.patch, cfg.size, cfg.min_fov)
+    sampler = PatchSampler(cfg.patch, cfg.size, cfg.min_fov, cfg.augment)
     every = max(1, cfg.steps // 20)
     curve, n_synth, running = [], 0, []
     steps = range(cfg.steps)
@@ -221,6 +221,19 @@ def to_native(prob: np.ndarray, native_shape: tuple[int, int]) -> np.ndarray:
     if prob.shape == (h, w):
         return prob
     return np.clip(cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+def segment_at_working_size(model: torch.nn.Module, cfg: BenchConfig, image: np.ndarray, mask: np.ndarray,
+                            fov: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Segment an image the way the benchmark does: brought to the segmenter's working resolution
+    (``cfg.size``, with its mask and FOV), with its input preprocessing and inference window.
+    Returns (probability, mask, fov), all at the working resolution."""
+    from retinasynth.data.preprocess import enhance, prepare
+
+    image, mask, fov = prepare(image, mask, fov, cfg.size)
+    prob = predict_prob(model, enhance(image, cfg.preprocess), device, cfg.multiple, _amp_dtype(cfg, device),
+                        cfg.infer_tile, cfg.infer_overlap)
+    return prob, mask, fov
 
 
 def evaluate_segmenter(model: torch.nn.Module, cfg: BenchConfig, work: list[Sample], native: dict[str, Sample],

@@ -59,6 +59,7 @@ class Sample:
     source: str  # path of the image file
     fov_source: str  # 'given' or 'derived'
     native_size: tuple[int, int] = (0, 0)  # (H, W) before preprocessing
+    mask_source: str = ""  # path of the vessel mask file
 
 
 @dataclass
@@ -170,7 +171,7 @@ def load_record(rec: Record, cfg: DataConfig, problems: list[str]) -> Sample | N
         fov, fov_source = derive_fov(image), "derived"
     native = image.shape[:2]
     image, mask, fov = prepare(image, mask, fov, cfg.size, cfg.fit, cfg.crop_fov)
-    return Sample(rec.id, rec.split or "train", image, mask, fov, str(rec.image), fov_source, native)
+    return Sample(rec.id, rec.split or "train", image, mask, fov, str(rec.image), fov_source, native, str(rec.mask))
 
 
 def load_dataset(root: str | Path, split: str = "train", cfg: DataConfig | None = None,

@@ -25,9 +25,19 @@ def gan_augmentation(crop: int | None, size: int) -> A.Compose:
     return A.Compose(ops, additional_targets={"fov": "mask"})
 
 
-def segmentation_augmentation(patch: int | None, size: int) -> A.Compose:
-    """A standard, strong pipeline for vessel segmentation (the baseline must be strong)."""
-    ops: list = [
+def segmentation_augmentation(patch: int | None, size: int, strength: str = "strong") -> A.Compose:
+    """A standard pipeline for vessel segmentation. 'strong' (the baseline must be strong): flips,
+    rotations, affine, elastic, brightness/contrast, gamma, hue/saturation, noise, blur; 'light':
+    flips, 90-degree rotations and mild brightness/contrast only (faster to fit, less invariance)."""
+    if strength == "light":
+        ops: list = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5),
+                     A.RandomBrightnessContrast(0.1, 0.1, p=0.5)]
+        if patch is not None and patch < size:
+            ops.append(A.RandomCrop(patch, patch))
+        return A.Compose(ops, additional_targets={"fov": "mask"})
+    if strength != "strong":
+        raise ValueError(f"augmentation strength must be 'strong' or 'light', got {strength!r}")
+    ops = [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),

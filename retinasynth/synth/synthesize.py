@@ -29,6 +29,7 @@ import numpy as np
 from retinasynth.config import from_dict
 from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.data.preprocess import resize_image, resize_mask
+from retinasynth.data.similarity import mask_digest
 from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.provenance import (
     run_record,
@@ -165,19 +166,21 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
 
     run_data = run_cfg["data"]
     train_masks: list = []
+    mask_sha: dict[str, str] = {}
     source_data = None
     if any(k in mix for k in ("real", "perturbed")):
         root = Path(data_root or run_data["root"])
         data_cfg = from_dict(DataConfig, {**run_cfg["config"]["data"], "size": size})
         ds = load_dataset(root, "train", data_cfg)  # never a test split
         train_masks = [(s.id, s.mask, s.fov) for s in ds]
+        mask_sha = {s.id: mask_digest(s.mask) for s in ds}
         source_data = str(root.resolve())
     factory = MaskFactory(mix, train_masks, size, cfg.seed)
 
     record = run_record(cfg.seed)
     meta = {"settings": settings, "run_dir": str(Path(run_dir).resolve()), "generator_sha256": gen.weights_sha256,
             "run_data": {k: run_data.get(k) for k in ("root", "layout", "train_ids", "val_ids", "config",
-                                                       "fingerprint", "sample_fingerprints")},
+                                                       "fingerprint", "sample_fingerprints", "image_signatures")},
             "n": cfg.n, "resolution": res, "mix": mix, "stochastic": stochastic, "record": record,
             "status": "running"}
     write_json_atomic(out / "synth.json", meta)
@@ -208,7 +211,10 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
         write_png_atomic(out / files["fov"], fov.astype(np.uint8) * 255)
         return {"id": pid, "pair": p, **files, "source": spec.source, "source_mask_id": spec.source_mask_id,
                 "source_split": "train" if spec.source_mask_id else None,
-                "source_data": source_data if spec.source_mask_id else None, "recipe": spec.recipe,
+                "source_data": source_data if spec.source_mask_id else None,
+                # the source mask's content: the benchmark checks it against the evaluated masks
+                "source_mask_sha256": mask_sha.get(spec.source_mask_id) if spec.source_mask_id else None,
+                "recipe": spec.recipe,
                 "procedural": spec.info, "seed": [cfg.seed, p // cfg.samples_per_mask],
                 "sample_index": p % cfg.samples_per_mask, "stochastic": stochastic,
                 "render_seed": (cfg.seed * 1_000_003 + p) if stochastic else None, **base_line}
@@ -292,12 +298,15 @@ def consistency_filter(out: Path, recs: list[dict], model_path: str, min_dice: f
     """Segment every synthetic image with a segmenter trained on real data; drop pairs whose segmentation
     disagrees with their mask (Dice inside the FOV below ``min_dice``).
 
+    Each pair is scored as the benchmark would score it: image, mask and FOV brought to the segmenter's
+    working resolution, its input preprocessing and inference window, binarised at its threshold.
+
     Scores go into the manifest (``consistency_dice``); dropped pairs' files are deleted and their
     manifest lines moved to ``filtered_out.jsonl``, so a resume does not render them again.
     """
     import torch
 
-    from retinasynth.bench.segmenter import load_segmenter, predict_prob
+    from retinasynth.bench.segmenter import load_segmenter, segment_at_working_size
     from retinasynth.data.io import read_image, read_mask
     from retinasynth.metrics.seg import dice
 
@@ -311,10 +320,10 @@ def consistency_filter(out: Path, recs: list[dict], model_path: str, min_dice: f
         it = tqdm(recs, desc="consistency filter", unit="pair", dynamic_ncols=True)
     for r in it:
         if "consistency_dice" not in r:
-            prob = predict_prob(model, read_image(out / r["image"]), dev, seg_cfg.multiple)
-            mask = read_mask(out / r["mask"], warn_non_binary=False)
-            fov = read_mask(out / r["fov"], warn_non_binary=False)
-            r = {**r, "consistency_dice": float(dice(prob, mask, fov)),
+            prob, mask, fov = segment_at_working_size(
+                model, seg_cfg, read_image(out / r["image"]), read_mask(out / r["mask"], warn_non_binary=False),
+                read_mask(out / r["fov"], warn_non_binary=False), dev)
+            r = {**r, "consistency_dice": float(dice(prob, mask, fov, threshold=seg_cfg.threshold)),
                  "consistency_model": str(Path(model_path).resolve())}
         (kept if r["consistency_dice"] >= min_dice else dropped).append(r)
     if dropped:

@@ -13,7 +13,13 @@ from tqdm.auto import tqdm
 from retinasynth.config import from_dict
 from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.errors import RetinaSynthError
-from retinasynth.metrics.image import NOTEBOOK_REPORTED, beats_notebook, notebook_scores, sound_scores, summarize
+from retinasynth.metrics.image import (
+    NOTEBOOK_REPORTED,
+    beats_notebook,
+    notebook_scores,
+    sound_scores,
+    summarize,
+)
 from retinasynth.provenance import run_record, write_json_atomic, write_png_atomic, write_text_atomic
 from retinasynth.synth.render import load_generator
 from retinasynth.train.checkpoint import read_run_config

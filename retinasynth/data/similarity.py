@@ -1,9 +1,9 @@
 """Near-duplicate detection for the leakage guards: small normalised signatures of images and masks.
 
-A signature is a 128x128 map of one eye, resampled from the field of view's *circle* (fitted to the
-FOV's rim where it lies inside the frame), so resolution, aspect, padding and crops that cut into the
-FOV do not move it. It keeps what identifies an eye: for photographs, the green channel's fine detail
-(the image minus a blur of sigma 3 px, so illumination, colour balance, contrast, gamma and JPEG
+A signature is a 128x128 map of one eye, resampled from the field of view's ellipse (fitted to the FOV's
+rim where it lies inside the frame), so resolution, aspect (squashing), padding and crops that cut into
+the FOV do not move it. It keeps what identifies an eye: for photographs, the green channel's fine detail
+(the image minus a blur of sigma 2 px, so illumination, colour balance, contrast, gamma and JPEG
 re-encoding drop out, and the vessel pattern stays); for vessel masks, the vessel coverage with the same
 high-pass. Both are lightly blurred (tolerance to small shifts and elastic deformation). The similarity
 of two signatures is their correlation over the pixels valid in both, maximised over flips, small
@@ -21,10 +21,14 @@ import cv2
 import numpy as np
 
 SIZE = 128
-IMAGE_THRESHOLD = 0.5
+IMAGE_THRESHOLD = 0.75
 MASK_THRESHOLD = 0.5
 ANGLES = (-10.0, -5.0, 0.0, 5.0, 10.0)
 SCALES = (0.95, 1.0, 1.05)
+IMAGE_BLUR = 1.0
+HIGHPASS = 2.0
+# Perturbed masks are also shifted and elastically deformed by a few pixels: a wider blur tolerates that.
+MASK_BLUR = 2.0
 
 
 @dataclass
@@ -33,50 +37,54 @@ class Signature:
     valid: np.ndarray  # (SIZE, SIZE) float32 in {0, 1}
 
 
-def fov_circle(fov: np.ndarray) -> tuple[float, float, float]:
-    """(cy, cx, r) of the circle through the FOV's rim, ignoring rim pixels on the frame's edge (where a
-    crop cut the FOV); falls back to the FOV's bounding box."""
+def fov_ellipse(fov: np.ndarray) -> tuple[float, float, float, float]:
+    """(cy, cx, ry, rx) of the axis-aligned ellipse through the FOV's rim (a circle unless the frame was
+    squashed), ignoring rim pixels on the frame's edge (where a crop cut the FOV); falls back to the
+    FOV's bounding box."""
     f = fov.astype(np.uint8)
     h, w = f.shape
     if not f.any():
-        return (h - 1) / 2, (w - 1) / 2, max(h, w) / 2
+        return (h - 1) / 2, (w - 1) / 2, h / 2, w / 2
     rim = (f > 0) & (cv2.erode(f, np.ones((3, 3), np.uint8)) == 0)
     rim[:2, :] = rim[-2:, :] = False
     rim[:, :2] = rim[:, -2:] = False
-    ys, xs = np.nonzero(rim)
+    ys, xs = (v.astype(np.float64) for v in np.nonzero(rim))
     if ys.size >= 20:
-        # Kasa least-squares circle fit: x^2 + y^2 + a x + b y + c = 0
-        A = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
-        rhs = -(xs.astype(np.float64) ** 2 + ys.astype(np.float64) ** 2)
-        (a, b, c), *_ = np.linalg.lstsq(A, rhs, rcond=None)
-        cx, cy = -a / 2, -b / 2
-        r2 = cx * cx + cy * cy - c
-        if r2 > 0 and 0.1 * max(h, w) < np.sqrt(r2) < 2 * max(h, w):
-            return float(cy), float(cx), float(np.sqrt(r2))
+        # least squares: x^2 + b y^2 + c x + d y + e = 0
+        A = np.stack([ys * ys, xs, ys, np.ones_like(xs)], axis=1)
+        (b, c, d, e), *_ = np.linalg.lstsq(A, -(xs * xs), rcond=None)
+        if b > 0:
+            cx, cy = -c / 2, -d / (2 * b)
+            r2 = cx * cx + b * cy * cy - e
+            rx, ry = np.sqrt(max(r2, 0.0)), np.sqrt(max(r2, 0.0) / b)
+            if 0.1 * max(h, w) < min(rx, ry) and max(rx, ry) < 2 * max(h, w):
+                return float(cy), float(cx), float(ry), float(rx)
     yy, xx = np.nonzero(f)
-    return (yy.min() + yy.max()) / 2, (xx.min() + xx.max()) / 2, max(yy.max() - yy.min(), xx.max() - xx.min()) / 2
+    return ((yy.min() + yy.max()) / 2, (xx.min() + xx.max()) / 2, (yy.max() - yy.min() + 1) / 2,
+            (xx.max() - xx.min() + 1) / 2)
 
 
 def _resample(channel: np.ndarray, fov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The square around the FOV circle, resampled to SIZE x SIZE (area-like: pre-blurred to the
-    target scale), and the pixels that lie inside both the frame and the FOV."""
-    cy, cx, r = fov_circle(fov)
-    scale = SIZE / (2 * r)
+    """The box around the FOV's ellipse, resampled to SIZE x SIZE (pre-blurred to the target scale),
+    and the pixels that lie inside both the frame and the FOV."""
+    cy, cx, ry, rx = fov_ellipse(fov)
+    sx, sy = SIZE / (2 * rx), SIZE / (2 * ry)
     src = channel.astype(np.float32)
-    if scale < 1:
-        src = cv2.GaussianBlur(src, (0, 0), 0.5 / scale)
-    M = np.array([[scale, 0, SIZE / 2 - scale * cx], [0, scale, SIZE / 2 - scale * cy]], np.float32)
+    if min(sx, sy) < 1:
+        src = cv2.GaussianBlur(src, (0, 0), 0.5 / min(sx, sy))
+    c = (SIZE - 1) / 2  # the FOV's centre maps to the map's centre, so a flip of the map = the map of a flip
+    M = np.array([[sx, 0, c - sx * cx], [0, sy, c - sy * cy]], np.float32)
     out = cv2.warpAffine(src, M, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
     inside = cv2.warpAffine(fov.astype(np.float32), M, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderValue=0) > 0.5
     inside = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # the rim's edge is not content
     return out, inside
 
 
-def _signature(c: np.ndarray, inside: np.ndarray) -> Signature:
+def _signature(c: np.ndarray, inside: np.ndarray, blur: float) -> Signature:
     if not inside.any():
         return Signature(np.zeros((SIZE, SIZE), np.float32), np.zeros((SIZE, SIZE), np.float32))
     c = np.where(inside, c, c[inside].mean()).astype(np.float32)
-    v = cv2.GaussianBlur(c - cv2.GaussianBlur(c, (0, 0), 3.0), (0, 0), 1.0)
+    v = cv2.GaussianBlur(c - cv2.GaussianBlur(c, (0, 0), HIGHPASS), (0, 0), blur)
     return Signature(np.where(inside, v, 0).astype(np.float32), inside.astype(np.float32))
 
 
@@ -84,13 +92,13 @@ def image_signature(image: np.ndarray, fov: np.ndarray | None) -> Signature:
     """Signature of a photograph (uint8 RGB or grey) with its FOV."""
     g = image[..., 1] if image.ndim == 3 else image
     fov = fov if fov is not None and fov.any() else np.ones(g.shape, bool)
-    return _signature(*_resample(g, fov))
+    return _signature(*_resample(g, fov), IMAGE_BLUR)
 
 
 def mask_signature(mask: np.ndarray, fov: np.ndarray | None) -> Signature:
     """Signature of a vessel mask (bool) with its FOV."""
     fov = fov if fov is not None and fov.any() else np.ones(mask.shape, bool)
-    return _signature(*_resample(mask.astype(np.float32), fov))
+    return _signature(*_resample(mask.astype(np.float32), fov), MASK_BLUR)
 
 
 def variants(sig: Signature) -> list[Signature]:
@@ -144,3 +152,33 @@ def similarity_matrix(evaluated: list[Signature], candidates: list[Signature], c
 
 def similarity(a: Signature, b: Signature) -> float:
     return float(similarity_matrix([a], [b])[0, 0])
+
+
+def encode_signature(sig: Signature) -> str:
+    """Compact text form for JSON (int8 values + packed validity bits, base64): ~25 kB per image."""
+    import base64
+
+    v = sig.values
+    peak = float(np.abs(v).max()) or 1.0
+    q = np.round(v / peak * 127).astype(np.int8)  # correlation is scale-free: the peak need not be kept
+    return base64.b64encode(q.tobytes() + np.packbits(sig.valid > 0.5).tobytes()).decode()
+
+
+def decode_signature(text: str) -> Signature:
+    import base64
+
+    raw = base64.b64decode(text.encode(), validate=True)
+    n = SIZE * SIZE
+    if len(raw) != n + n // 8:
+        raise ValueError(f"signature of {len(raw)} bytes, expected {n + n // 8}")
+    values = np.frombuffer(raw[:n], np.int8).astype(np.float32).reshape(SIZE, SIZE)
+    valid = np.unpackbits(np.frombuffer(raw[n:], np.uint8))[:n].astype(np.float32).reshape(SIZE, SIZE)
+    return Signature(values * valid, valid)
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """sha256 of a binary mask's content (shape and bits), independent of the file it came from."""
+    import hashlib
+
+    m = np.asarray(mask, dtype=bool)
+    return hashlib.sha256(str(m.shape).encode() + np.packbits(m).tobytes()).hexdigest()
