@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from retinasynth.errors import RetinaSynthError
+from retinasynth.profiles import BENCH_PROFILES
 
 
 @click.command("benchmark-downstream", context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,7 +22,7 @@ from retinasynth.errors import RetinaSynthError
               help="Synthetic set written by `retinasynth synthesize` (needed unless only arm 'real' is run).")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
               help="Output folder; completed runs found in OUT/runs are reused (resume).")
-@click.option("--profile", type=click.Choice(["cpu", "quick", "full", "demo", "tiny"]), default="cpu", show_default=True,
+@click.option("--profile", type=click.Choice(BENCH_PROFILES), default="cpu", show_default=True,
               help="cpu: the whole protocol in <= 60 min on 2 cores; full: GPU scale; tiny: seconds, for tests.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with a 'bench' section (or top-level keys) overriding the profile.")
@@ -32,10 +33,14 @@ from retinasynth.errors import RetinaSynthError
 @click.option("--allow-unverified-synth", is_flag=True,
               help="Use a synthetic folder without manifest.jsonl/synth.json; recorded as a warning. Detected "
                    "leakage is refused regardless.")
+@click.option("--cells", default=None, metavar="i/N",
+              help="Train only share i of N of the runs (e.g. a SLURM array task) and write no report; a final "
+                   "run without --cells finds every run cached and writes it. Under torchrun each rank takes "
+                   "RANK/WORLD_SIZE by itself.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, overrides, test_data,
-                         allow_unverified_synth, quiet, device) -> None:
+                         allow_unverified_synth, cells, quiet, device) -> None:
     """Train segmenters on real, real+synthetic and synthetic pairs; score them on REAL test images."""
     from retinasynth.bench import benchmark_downstream as run_bench
     from retinasynth.bench import build_bench_config
@@ -44,7 +49,7 @@ def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, ov
     try:
         cfg = build_bench_config(profile, config_file, overrides)
         res = run_bench(data_path, synth_dir, out_dir, cfg, test_data=test_data, progress=not quiet,
-                        allow_unverified_synth=allow_unverified_synth, device=device)
+                        allow_unverified_synth=allow_unverified_synth, device=device, cells=cells)
     except RetinaSynthError as e:
         click.secho(f"error: {e}", fg="red", err=True)
         sys.exit(2)
@@ -52,6 +57,12 @@ def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, ov
         click.echo(f"interrupted; completed runs are kept in {Path(out_dir) / 'runs'}: rerun the same command to "
                    "continue.", err=True)
         sys.exit(130)
+    if "cells" in res:  # one share (--cells, or a torchrun rank > 0): no report here
+        if not cells:
+            return  # torchrun rank > 0: rank 0 prints the report
+        click.echo(f"cells {res['cells']}: {len(res['runs'])} run(s), {res['trained']} trained, {res['cached']} cached, "
+                   f"{res['reused']} reused; in {Path(out_dir) / 'runs'}. The report: rerun without --cells.")
+        return
     for ev in eval_names(res["runs"]):
         click.echo(f"\n{ev} ({res['data']['eval'][ev]['n']} images, native resolution, inside the FOV):\n")
         click.echo(scores_table(res["summary"], ev))

@@ -11,6 +11,7 @@ import click
 
 from retinasynth import __version__
 from retinasynth.errors import RetinaSynthError
+from retinasynth.profiles import FIT_PROFILES
 
 
 class _Group(click.Group):
@@ -79,7 +80,7 @@ def _device_option(f):
 @click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
               help="Dataset root folder (any supported layout). Only its training split is used.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Run directory to create.")
-@click.option("--profile", type=click.Choice(["cpu", "paper", "demo", "tiny"]), default="cpu", show_default=True,
+@click.option("--profile", type=click.Choice(FIT_PROFILES), default="cpu", show_default=True,
               help="cpu: <45 min on 2 cores; paper: the pix2pix recipe for GPUs; demo/tiny: minutes/seconds.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with data/model/train sections overriding the profile.")
@@ -118,9 +119,12 @@ def evaluate(run_dir, data_path, split, out_dir, raw, device) -> None:
 
 
 @main.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=str), required=True, help="Run directory from fit.")
+@click.option("--run", "run_dir", type=click.Path(path_type=str), default=None, help="Run directory from fit.")
 @click.option("--n", "n", type=int, default=1000, show_default=True, help="Number of pairs (all shards).")
-@click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Output dataset folder.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None, help="Output dataset folder.")
+@click.option("--merge", "merge_out", type=click.Path(path_type=str), default=None,
+              help="--merge OUT SHARD_DIR...: join the folders of --shard i/N runs into OUT (no rendering).")
+@click.argument("shard_dirs", nargs=-1, type=click.Path(path_type=str))
 @click.option("--source", "sources", default="real:0.2,perturbed:0.4,procedural:0.4", show_default=True,
               help="Mask source mix, name:weight,... (real, perturbed, procedural).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -128,7 +132,8 @@ def evaluate(run_dir, data_path, split, out_dir, raw, device) -> None:
               help="Images per mask (>1 renders stochastically, several plausible images per mask).")
 @click.option("--resolution", type=int, default=None, help="Output side in pixels [the run's resolution].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--shard", default="0/1", show_default=True, help="i/N: write only this share of the n pairs.")
+@click.option("--shard", default="0/1", show_default=True,
+              help="i/N: write only this share of the n pairs (under torchrun each rank takes RANK/WORLD_SIZE).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Threads making masks and writing files.")
 @click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
               help="Dataset whose training masks feed real/perturbed [the run's training data].")
@@ -141,11 +146,27 @@ def evaluate(run_dir, data_path, split, out_dir, raw, device) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--quiet", is_flag=True)
 @_device_option
-def synthesize(run_dir, n, out_dir, sources, seed, samples_per_mask, resolution, batch_size, shard, workers,
-               data_path, filter_model, filter_min_dice, resume, overwrite, quiet, device) -> None:
-    """Render vessel masks into a synthetic image/mask dataset with full provenance."""
-    from retinasynth.synth.synthesize import SynthConfig
+def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, samples_per_mask, resolution, batch_size, shard,
+               workers, data_path, filter_model, filter_min_dice, resume, overwrite, quiet, device) -> None:
+    """Render vessel masks into a synthetic image/mask dataset with full provenance.
+
+    Under torchrun every rank renders its share into the same --out; `--merge OUT SHARD_DIR...` joins
+    the folders of separate --shard i/N runs into the folder one run would have written.
+    """
+    from retinasynth.errors import ConfigError
+    from retinasynth.synth.synthesize import SynthConfig, merge_shards
     from retinasynth.synth.synthesize import synthesize as run_synth
+
+    if merge_out or shard_dirs:
+        if not merge_out or not shard_dirs or out_dir or run_dir:
+            raise ConfigError("--merge takes OUT and the shard folders (--merge OUT SHARD_DIR...), without "
+                              "--run or --out.")
+        r = merge_shards(merge_out, list(shard_dirs), overwrite=overwrite)
+        click.echo(f"{r['n']} pairs from {r['shards']} shard(s) in {r['out']} "
+                   f"({', '.join(f'{k} {v}' for k, v in sorted(r['counts'].items()))})")
+        return
+    if not run_dir or not out_dir:
+        raise ConfigError("synthesize needs --run RUN_DIR and --out DIR (or --merge OUT SHARD_DIR...).")
 
     cfg = SynthConfig(n=n, sources=sources, seed=seed, samples_per_mask=samples_per_mask, resolution=resolution,
                       batch_size=batch_size, shard=shard, workers=workers, filter_model=filter_model,
@@ -153,6 +174,8 @@ def synthesize(run_dir, n, out_dir, sources, seed, samples_per_mask, resolution,
     r = run_synth(run_dir, out_dir, cfg, resume=resume, overwrite=overwrite, data_root=data_path,
                   progress=not quiet, device=device)
     t = r["timing"]
+    if "rank" in r:  # torchrun, rank > 0: rank 0 reports the merged folder
+        return
     click.echo(f"{r['n']} pairs in {r['out']} ({', '.join(f'{k} {v}' for k, v in sorted(r['counts'].items()))}); "
                f"{t['pairs_this_call']} rendered in {t['total_s']:.1f} s, generator {t['generator_s']:.1f} s; "
                f"preview: {r['out']}/preview.png")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +33,8 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
         t = hints[name]
         if dataclasses.is_dataclass(t) and isinstance(value, dict):
             value = from_dict(t, value, f"{where}{name}.")
+        else:
+            _check_value(f"{where}{name}", t, value)
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -38,11 +42,43 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
         raise ConfigError(f"invalid config for {cls.__name__}: {e}") from None
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def _check_value(key: str, hint: Any, value: Any) -> None:
+    """Refuse NaN/inf anywhere, and values of the wrong kind for int, float and bool settings."""
+    if not _finite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}; give a finite value.")
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if not kinds or not all(k in (int, float, bool, type(None)) for k in kinds):
+        return  # strings, containers and the like are validated by the dataclass itself
+    ok = ((value is None and type(None) in kinds)
+          or (isinstance(value, bool) and bool in kinds)
+          or (isinstance(value, int) and not isinstance(value, bool) and (int in kinds or float in kinds))
+          or (isinstance(value, float) and float in kinds))
+    if not ok:
+        names = " or ".join("null" if k is type(None) else {int: "an integer", float: "a number",
+                                                              bool: "true/false"}[k] for k in kinds)
+        raise ConfigError(f"{key} must be {names}, got {value!r}; fix it in the config file or -o option.")
+
+
 def load_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found.")
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8 JSON or YAML.") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror}); check the path and its permissions.") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -54,6 +90,8 @@ def load_file(path: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot parse config ({type(e).__name__}: {e}); use JSON or YAML.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping of sections (data, model, train).")
+    if not _finite(data):
+        raise ConfigError(f"{path}: holds NaN or infinity; give finite numbers.")
     return data
 
 

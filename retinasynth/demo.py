@@ -41,9 +41,23 @@ PLANS = {
 
 def _done(path: Path, key: str = "status") -> bool:
     try:
-        return json.loads(path.read_text()).get(key) == "complete"
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
+        rec = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # missing or damaged: the step runs (and its own checks report the damage)
+    return isinstance(rec, dict) and rec.get(key) == "complete"
+
+
+def _resumable_step(echo, label: str, record: Path, what: str, found: str, run) -> None:
+    """Skip a step whose ``record`` says complete; else run it, resuming where the record exists.
+
+    ``run(resume)`` does the work; ``what`` describes it, ``found`` names what a finished step left.
+    """
+    if _done(record):
+        echo(f"{label}: finished {found} found in {record.parent}")
+        return
+    resume = record.is_file()
+    echo(f"{label} {what}{' resuming' if resume else ''} -> {record.parent}")
+    run(resume)
 
 
 def run_demo(out: str | Path = "retinasynth-demo", data: str | Path | None = None, quick: bool = False,
@@ -74,23 +88,16 @@ def run_demo(out: str | Path = "retinasynth-demo", data: str | Path | None = Non
 
     run = out / "run"
     t = time.perf_counter()
-    if _done(run / "config.json"):
-        echo(f"[2/4] fit: finished run found in {run}")
-    else:
-        resume = (run / "config.json").is_file()
-        echo(f"[2/4] fit ({plan.fit_profile} profile){' resuming' if resume else ''} -> {run}")
-        fit(build_fit_config(plan.fit_profile, None, plan.fit_overrides), None if resume else data, run,
-            resume=resume, progress=progress)
+    _resumable_step(echo, "[2/4] fit", run / "config.json", f"({plan.fit_profile} profile)", "run",
+                    lambda resume: fit(build_fit_config(plan.fit_profile, None, plan.fit_overrides),
+                                       None if resume else data, run, resume=resume, progress=progress))
     timings["fit_s"] = time.perf_counter() - t
 
     synth = out / "synth"
     t = time.perf_counter()
-    if _done(synth / "synth.json"):
-        echo(f"[3/4] synthesize: finished set found in {synth}")
-    else:
-        echo(f"[3/4] synthesize {plan.synth_n} pairs ({plan.synth_sources}) -> {synth}")
-        synthesize(run, synth, SynthConfig(n=plan.synth_n, sources=plan.synth_sources, seed=0),
-                   resume=(synth / "synth.json").is_file(), progress=progress)
+    synth_cfg = SynthConfig(n=plan.synth_n, sources=plan.synth_sources, seed=0)
+    _resumable_step(echo, "[3/4] synthesize", synth / "synth.json", f"{plan.synth_n} pairs ({plan.synth_sources})",
+                    "set", lambda resume: synthesize(run, synth, synth_cfg, resume=resume, progress=progress))
     timings["synthesize_s"] = time.perf_counter() - t
 
     bench = out / "benchmark"

@@ -134,3 +134,12 @@ def cli(monkeypatch):
 def save_image_module():
     """``save_image`` for module-scoped fixtures."""
     return _save
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many fuzz cases (tests/test_fuzz.py) were tried, and how many failed, for the record."""
+    reports = [r for key in ("passed", "failed", "error") for r in terminalreporter.stats.get(key, [])
+               if getattr(r, "when", "call") == "call" and "test_fuzz.py" in getattr(r, "nodeid", "")]
+    if reports:
+        failed = sum(1 for r in reports if r.failed)
+        terminalreporter.write_line(f"fuzz cases tried: {len(reports)}, failed: {failed}")

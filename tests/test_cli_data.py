@@ -149,3 +149,20 @@ def test_inspect_forced_layout_that_finds_nothing_is_a_problem(run, tmp_path, ma
     rep = json.loads(r.stdout)
     assert rep["layout"] == "kaggle" and rep["n_samples"] == 0
     assert len(rep["problems"]) == 1 and "no samples found as the kaggle layout" in rep["problems"][0]
+
+
+def test_profile_choices_come_from_the_registries_without_torch():
+    import subprocess
+    import sys
+
+    from retinasynth.bench.config import PROFILES as BENCH
+    from retinasynth.profiles import BENCH_PROFILES, FIT_PROFILES
+    from retinasynth.train.config import PROFILES as FIT
+
+    assert tuple(FIT) == FIT_PROFILES and tuple(BENCH) == BENCH_PROFILES
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom retinasynth_cli.main import main\n"
+            "for c in (['fit', '--help'], ['benchmark-downstream', '--help']):\n"
+            "    r = CliRunner().invoke(main, c)\n    assert r.exit_code == 0, r.output\n"
+            "    assert 'paper' in r.output or 'quick' in r.output\n"
+            "assert 'torch' not in sys.modules, 'torch imported for --help'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

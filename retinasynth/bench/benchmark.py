@@ -7,6 +7,14 @@ FOV. Each run is written to ``OUT/runs/<arm>_n<regime>_s<seed>.json`` with a has
 determines it; a rerun skips runs whose hash matches, and runs with identical inputs (the 'synth' arm,
 which sees no real image, for different n) are trained once. The 'pretrain' arm fine-tunes the 'synth'
 model of its seed, which is kept in ``OUT/models/pretrain_base_<key>.safetensors`` and trained once.
+
+Scale-out: the runs ("cells") are independent given their cache, so they can be spread over torchrun
+ranks or over separate jobs (``cells="i/N"``, e.g. SLURM array tasks). :func:`cell_groups` keeps together
+the cells that share work: runs with equal hashes (the 'synth' arm of every regime) and, per seed, the
+'synth' cells with all 'pretrain' cells (the pretraining they share), so no two processes ever train or
+write the same model. Group ``g`` (in plan order) goes to share ``g % N``. Under torchrun, after a
+barrier, rank 0 loads every run record and writes the report; a ``cells`` run writes no report, and a
+final plain run finds every cell cached and writes it.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from retinasynth.data.preprocess import enhance
 from retinasynth.errors import ConfigError, DataError
 from retinasynth.metrics.seg import METRICS
 from retinasynth.provenance import fingerprint_arrays, run_record, write_json_atomic, write_text_atomic
+from retinasynth.scaleout import init_ranks, parse_share, rank_device
 
 RUNS = "runs"
 RUN_FORMAT = 2
@@ -108,6 +117,38 @@ def run_hash(cfg: BenchConfig, arm: str, regime: int, seed: int, subset_fp: str 
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()
 
 
+def cell_groups(plan: list[tuple]) -> list[list[int]]:
+    """Indices of ``plan`` (entries ``(arm, regime, seed, subset, hash, cfg)``) grouped so that cells sharing
+    work stay together: equal hashes, and per seed the 'synth' and 'pretrain' cells. Groups are in
+    plan order, each sorted; every index is in exactly one group."""
+    parent = list(range(len(plan)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict = {}
+    for i, (arm, _n, seed, _subset, h, _cfg) in enumerate(plan):
+        keys = [("hash", h)] + ([("pretraining", seed)] if arm in ("synth", "pretrain") else [])
+        for key in keys:
+            if key in first:
+                a, b = find(i), find(first[key])
+                parent[max(a, b)] = min(a, b)
+            else:
+                first[key] = i
+    groups: dict[int, list[int]] = {}
+    for i in range(len(plan)):
+        groups.setdefault(find(i), []).append(i)
+    return [groups[r] for r in sorted(groups)]
+
+
+def cell_share(plan: list[tuple], part: int, parts: int) -> set[int]:
+    """The plan indices that share ``part`` of ``parts`` trains: group ``g`` goes to ``g % parts``."""
+    return {i for g, idx in enumerate(cell_groups(plan)) if g % parts == part for i in idx}
+
+
 def _external_split(root: str | Path, cfg: DataConfig) -> str:
     """The test split of a dataset that has one, else all of it."""
     _, index, records = index_dataset(root, cfg)
@@ -150,7 +191,8 @@ def _progress(total: int, initial: int, show: bool):
 
 def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, out: str | Path, cfg: BenchConfig,
                          test_data: str | Path | None = None, progress: bool = True,
-                         allow_unverified_synth: bool = False, device: str | None = None) -> dict:
+                         allow_unverified_synth: bool = False, device: str | None = None,
+                         cells: str | None = None) -> dict:
     """Run the downstream protocol; write runs/, results.json, summary.csv, report.md, dice_vs_n.png.
 
     Args:
@@ -163,7 +205,11 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
         progress: tqdm bars over runs (remaining count, ETA) and over each run's steps.
         allow_unverified_synth: use a synthetic folder lacking manifest.jsonl/synth.json (recorded as a
             warning in results.json). Detected leakage is refused regardless.
-        device: torch device; default cuda if available, else cpu.
+        device: torch device; default cuda if available, else cpu (under torchrun: the rank's GPU).
+        cells: "i/N": train only share i of N of the runs (see :func:`cell_share`), write no report, and
+            return ``{"cells", "trained", "cached", "reused", "runs"}``. Under torchrun (WORLD_SIZE > 1)
+            each rank trains share RANK/WORLD_SIZE and rank 0 writes the report; other ranks return that
+            same small dict.
 
     Returns:
         the content of results.json.
@@ -173,6 +219,15 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
     """
     t_start = time.perf_counter()
     out = Path(out)
+    ranks = init_ranks()
+    if ranks.distributed and cells is not None:
+        raise ConfigError(f"--cells {cells} under torchrun: each rank already takes its share from "
+                          "RANK/WORLD_SIZE; drop --cells (or run the shares as separate jobs).")
+    share = parse_share(cells, "--cells") if cells is not None else None
+    if ranks.distributed:
+        share = (ranks.rank, ranks.world)
+        progress = progress and ranks.main
+        device = rank_device(device, ranks)
     needs_synth = any(a != "real" for a in cfg.arms)
     if needs_synth and synth_data is None:
         raise ConfigError(f"arms {', '.join(a for a in cfg.arms if a != 'real')} need synthetic pairs: pass "
@@ -185,13 +240,13 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
         torch.set_num_threads(cfg.threads)
     try:
         return _benchmark(real_data, synth_data, out, cfg, test_data, progress, allow_unverified_synth, dev,
-                          needs_synth, t_start)
+                          needs_synth, t_start, share, ranks)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, progress, allow_unverified, dev,
-               needs_synth, t_start) -> dict:
+               needs_synth, t_start, share=None, ranks=None) -> dict:
     create_segmenter(cfg)  # fail fast on an arch/encoder combination smp cannot build
     data_cfg = DataConfig(size=cfg.size)
     if cfg.eval == "val" and test_data is not None:
@@ -252,15 +307,18 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
     done: dict[str, dict] = {}
     results_runs: list[dict] = []
     plateau_runs: list[dict] = []
-    cached = [p for p in plan if _load_cached(runs_dir / f"{run_name(*p[:3])}.json", p[4])]
-    unique_todo = {p[4] for p in plan} - {p[4] for p in cached}
+    mine = cell_share(plan, *share) if share is not None else set(range(len(plan)))
+    cached = [p for i, p in enumerate(plan) if i in mine and _load_cached(runs_dir / f"{run_name(*p[:3])}.json", p[4])]
+    unique_todo = {p[4] for i, p in enumerate(plan) if i in mine} - {p[4] for p in cached}
     bar = _progress(len(unique_todo), 0, progress)
     n_trained = n_cached = n_reused = 0
     record = run_record(None)
     ctx = {"synth": synth_in, "synth_fp": synth_fp, "evals": evals, "eval_in": eval_in, "dev": dev,
            "progress": progress, "models": out / "models"}
     try:
-        for arm, n, seed, subset, h, run_cfg in plan:
+        for i, (arm, n, seed, subset, h, run_cfg) in enumerate(plan):
+            if i not in mine:
+                continue
             name = run_name(arm, n, seed)
             path = runs_dir / f"{name}.json"
             rec = _load_cached(path, h)
@@ -285,6 +343,20 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
     finally:
         if bar is not None:
             bar.close()
+    if share is not None:
+        counts = {"trained": n_trained, "cached": n_cached, "reused": n_reused}
+        if ranks is not None and ranks.distributed:
+            # A collective: every rank has written its run records after this.
+            n_trained, n_cached, n_reused = ranks.sum([n_trained, n_cached, n_reused])
+        if ranks is None or not ranks.distributed or not ranks.main:
+            return {"cells": f"{share[0]}/{share[1]}", **counts, "runs": sorted(run_name(*plan[i][:3]) for i in mine)}
+        results_runs, plateau_runs = [], []
+        for arm, n, seed, _s, h, _c in plan:  # rank 0: every record, as a rerun would find them
+            rec = _load_cached(runs_dir / f"{run_name(arm, n, seed)}.json", h)
+            if rec is None:
+                raise DataError(f"{runs_dir}: run {run_name(arm, n, seed)} is missing after every rank finished; "
+                                "rerun the same command to complete it.")
+            (plateau_runs if arm == "real-2x" else results_runs).append(rec)
 
     rows = summarize(results_runs, cfg.arms, cfg.regimes)
     pairs = paired_all(results_runs, cfg.arms, cfg.regimes, cfg.bootstrap)

@@ -62,9 +62,14 @@ def load_segmenter(path, device: torch.device | None = None) -> tuple[torch.nn.M
             meta = f.metadata() or {}
         cfg = from_dict(BenchConfig, json.loads(meta["bench_config"]))
     except Exception as e:  # noqa: BLE001 - any failure means this is not our checkpoint
-        raise RetinaSynthError(f"{path}: not a retinasynth segmentation checkpoint ({type(e).__name__}).") from None
+        raise RetinaSynthError(f"{path}: not a retinasynth segmentation checkpoint ({type(e).__name__}); pass a "
+                               "benchmark-downstream OUT/models/*.safetensors file.") from None
     model = create_segmenter(cfg)
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except Exception as e:  # noqa: BLE001 - truncated tensors, or weights of another architecture
+        raise RetinaSynthError(f"{path}: damaged segmentation checkpoint ({type(e).__name__}); take another "
+                               "OUT/models/*.safetensors or rerun benchmark-downstream to write it again.") from None
     return model.to(device or torch.device("cpu")).eval(), cfg
 
 

@@ -9,8 +9,14 @@ Output folder (a generic-layout dataset that `load_dataset` reads directly)::
     README.md        dataset card      preview.png   contact sheet
 
 Pair ``p`` depends only on (seed, p): its mask source and mask come from ``default_rng([seed, p //
-samples_per_mask])``. Pairs are rendered in fixed chunks of ``batch_size``, so a resumed or sharded run
-writes the same bytes as one uninterrupted run. Files are written atomically by worker threads
+samples_per_mask])``. Pairs are rendered in fixed chunks of ``batch_size`` (chunk ``p // batch_size`` of the
+whole run, rendered whole even where a shard holds only part of it), so a resumed, sharded or torchrun
+run writes the same bytes as one uninterrupted run.
+
+Scale-out: under ``torchrun`` (WORLD_SIZE > 1) rank r renders the share ``r/WORLD_SIZE`` into the same
+folder, recording its pairs in ``.manifest.rank<r>.inprogress.jsonl``; after the last rank is done, rank 0
+writes the one merged manifest, metadata, synth.json, card and preview. Folders of ``--shard i/N`` runs
+(e.g. SLURM array tasks) are joined by :func:`merge_shards` into the folder a single run would write. Files are written atomically by worker threads
 while the generator renders the next chunk; a pair enters the manifest only once its files exist.
 """
 
@@ -38,12 +44,14 @@ from retinasynth.provenance import (
     write_png_atomic,
     write_text_atomic,
 )
+from retinasynth.scaleout import init_ranks, parse_share, rank_device
 from retinasynth.synth.render import load_generator
 from retinasynth.synth.sources import MaskFactory, MaskSpec, parse_mix
 from retinasynth.train.checkpoint import read_run_config
 
 MANIFEST = "manifest.jsonl"
 PARTIAL = ".manifest.inprogress.jsonl"
+RANK_PARTIAL = ".manifest.rank{}.inprogress.jsonl"  # one per torchrun rank: ranks never share a file
 DROPPED = "filtered_out.jsonl"
 
 
@@ -80,13 +88,8 @@ class SynthConfig:
     def mix(self) -> dict[str, float]:
         return parse_mix(self.sources)
 
-    def shard_range(self, n: int) -> range:
-        try:
-            i, k = (int(x) for x in self.shard.split("/"))
-        except ValueError:
-            raise ConfigError(f"--shard must look like i/N (e.g. 0/4), got {self.shard!r}.") from None
-        if k < 1 or not 0 <= i < k:
-            raise ConfigError(f"--shard {self.shard}: need N >= 1 and 0 <= i < N.")
+    def shard_range(self, n: int, shard: str | None = None) -> range:
+        i, k = parse_share(shard or self.shard, "--shard")
         return range(i * n // k, (i + 1) * n // k)
 
 
@@ -112,30 +115,58 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, settings: dict) -> se
         meta = out / "synth.json"
         if not meta.is_file():
             raise RetinaSynthError(f"{out}: not a retinasynth synthetic set (no synth.json); cannot resume.")
-        old = json.loads(meta.read_text())["settings"]
+        old = _read_synth_json(meta)["settings"]
         diff = [k for k in settings if old.get(k) != settings[k]]
         if diff:
             raise RetinaSynthError(f"{out}: --resume with different settings ({', '.join(diff)}); use the "
                                    "original ones or --overwrite.")
-        for name in (MANIFEST, PARTIAL):
-            for rec in _read_manifest(out / name):
+        for path in _manifest_files(out):
+            for rec in _read_manifest(path):
                 if all((out / rec[k]).is_file() for k in ("image", "mask", "fov")):
                     done.add(int(rec["pair"]))
         done |= {int(r["pair"]) for r in _read_manifest(out / DROPPED)}
     return done
 
 
+def _manifest_files(out: Path) -> list[Path]:
+    """The final manifest and every in-progress one (single process and per torchrun rank)."""
+    return [out / MANIFEST, out / PARTIAL, *sorted(out.glob(RANK_PARTIAL.format("*")))]
+
+
 def _read_manifest(path: Path) -> list[dict]:
     """Manifest lines; a line cut short by a kill is ignored."""
     if not path.is_file():
         return []
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RetinaSynthError(f"{path}: not UTF-8 text (byte {e.start}); the synthetic set is damaged, rerun "
+                               "with --overwrite.") from None
     out = []
-    for ln in path.read_text().splitlines():
+    for ln in text.splitlines():
         try:
-            out.append(json.loads(ln))
+            rec = json.loads(ln)
         except json.JSONDecodeError:
             continue
+        # a record without what a pair needs is treated like a cut line: that pair is rendered again
+        if isinstance(rec, dict) and isinstance(rec.get("pair"), int) and all(
+                isinstance(rec.get(k), str) for k in ("image", "mask", "fov")):
+            out.append(rec)
     return out
+
+
+def _read_synth_json(path: Path) -> dict:
+    """A synthetic set's synth.json; damage is one RetinaSynthError that says how to go on."""
+    fix = "the synthetic set is damaged; rerun with --overwrite to write it again."
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RetinaSynthError(f"{path}: not UTF-8 text (byte {e.start}); {fix}") from None
+    except json.JSONDecodeError as e:
+        raise RetinaSynthError(f"{path}: not valid JSON ({e.msg}); {fix}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
+        raise RetinaSynthError(f"{path}: not a retinasynth synth.json (no settings); {fix}")
+    return meta
 
 
 def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = None, *, resume: bool = False,
@@ -155,14 +186,26 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     """
     cfg = cfg or SynthConfig()
     out = Path(out)
+    ranks = init_ranks()
+    if ranks.distributed and cfg.shard != "0/1":
+        raise ConfigError(f"--shard {cfg.shard} under torchrun: each rank already takes its share from "
+                          "RANK/WORLD_SIZE; drop --shard (or run the shards as separate jobs and merge them).")
+    device = rank_device(device, ranks)
+    shard_range = (cfg.shard_range(cfg.n, f"{ranks.rank}/{ranks.world}") if ranks.distributed
+                   else cfg.shard_range(cfg.n))
     run_cfg = read_run_config(run_dir)
     gen = load_generator(run_dir, ema=cfg.ema, device=device)
+    if cfg.filter_model:  # a damaged filter checkpoint is refused before anything is written
+        from retinasynth.bench.segmenter import load_segmenter
+
+        load_segmenter(cfg.filter_model)
     size = gen.size
     res = cfg.resolution or size
     stochastic = cfg.stochastic or cfg.samples_per_mask > 1
     mix = cfg.mix
     settings = {**asdict(cfg), "generator_sha256": gen.weights_sha256}
-    done = _prepare_out(out, resume, overwrite, settings)
+    if ranks.main:
+        done = _prepare_out(out, resume, overwrite, settings)
 
     run_data = run_cfg["data"]
     train_masks: list = []
@@ -183,15 +226,21 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
                                                        "fingerprint", "sample_fingerprints", "image_signatures")},
             "n": cfg.n, "resolution": res, "mix": mix, "stochastic": stochastic, "record": record,
             "status": "running"}
-    write_json_atomic(out / "synth.json", meta)
-    for sub in ("images", "masks", "fov"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        write_json_atomic(out / "synth.json", meta)
+        for sub in ("images", "masks", "fov"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    if ranks.distributed:
+        ranks.barrier()  # rank 0 has checked (and on --overwrite emptied) --out before any rank writes
+        if not ranks.main:
+            done = {int(r["pair"]) for path in _manifest_files(out) for r in _read_manifest(path)
+                    if all((out / r[k]).is_file() for k in ("image", "mask", "fov"))}
+            done |= {int(r["pair"]) for r in _read_manifest(out / DROPPED)}
 
-    todo = [p for p in cfg.shard_range(cfg.n) if p not in done]
-    first = cfg.shard_range(cfg.n).start
+    todo = [p for p in shard_range if p not in done]
     chunks: dict[int, list[int]] = {}
     for p in todo:
-        chunks.setdefault((p - first) // cfg.batch_size, []).append(p)
+        chunks.setdefault(p // cfg.batch_size, []).append(p)
     vers = {k: v for k, v in versions().items() if k in ("retinasynth", "torch", "numpy", "cv2")}
     base_line = {"generator_sha256": gen.weights_sha256, "run_dir": meta["run_dir"], "versions": vers}
 
@@ -221,13 +270,13 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
 
     gen_time, t_start = 0.0, time.perf_counter()
     bar = None
-    if progress:
+    if progress and ranks.main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cfg.shard_range(cfg.n)), initial=len(cfg.shard_range(cfg.n)) - len(todo),
+        bar = tqdm(total=len(shard_range), initial=len(shard_range) - len(todo),
                    desc="synthesize", unit="pair", dynamic_ncols=True)
     keys = sorted(chunks)
-    partial = out / PARTIAL
+    partial = out / (RANK_PARTIAL.format(ranks.rank) if ranks.distributed else PARTIAL)
     if partial.is_file() and partial.stat().st_size and not partial.read_bytes().endswith(b"\n"):
         # A line cut short by a kill: end it, or the next record would be glued onto it and lost.
         with open(partial, "a") as f:
@@ -244,9 +293,9 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
                 images = [gen.render(specs[p // cfg.samples_per_mask].mask, specs[p // cfg.samples_per_mask].fov,
                                      stochastic=True, seed=cfg.seed * 1_000_003 + p)[0] for p in pairs]
             else:
-                # Render the whole fixed chunk so bytes never depend on which pairs were already done.
-                full = list(range(first + k * cfg.batch_size,
-                                  min(first + (k + 1) * cfg.batch_size, cfg.shard_range(cfg.n).stop)))
+                # Render the whole fixed chunk of the run, so bytes never depend on which pairs were
+                # already done or where a shard boundary cuts the chunk.
+                full = list(range(k * cfg.batch_size, min((k + 1) * cfg.batch_size, cfg.n)))
                 if len(full) != len(pairs):
                     specs = masks_for(full)
                 rendered = gen.render([specs[p // cfg.samples_per_mask].mask for p in full],
@@ -260,37 +309,133 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     if bar is not None:
         bar.close()
     total = time.perf_counter() - t_start
+    n_todo = len(todo)
+    if ranks.distributed:
+        # A collective: every rank has finished and closed its partial manifest after this.
+        n_todo = ranks.sum([len(todo)])[0]
+        if not ranks.main:
+            return {"out": str(out), "n": len(shard_range), "counts": {}, "rank": ranks.rank,
+                    "timing": {"pairs_this_call": len(todo), "generator_s": gen_time, "total_s": total}}
+        shard_range = range(cfg.n)
 
-    lines = {r["pair"]: r for r in _read_manifest(out / MANIFEST) + _read_manifest(out / PARTIAL)}
+    lines = {r["pair"]: r for path in _manifest_files(out) for r in _read_manifest(path)}
     dropped = {r["pair"]: r for r in _read_manifest(out / DROPPED)}
-    shard = [p for p in cfg.shard_range(cfg.n) if p not in dropped]
+    shard = [p for p in shard_range if p not in dropped]
     missing = [p for p in shard if p not in lines]
     if missing:
         raise RetinaSynthError(f"{out}: {len(missing)} pairs missing after synthesis (first {missing[:5]}); "
                                "rerun with --resume.")
     ordered = [lines[p] for p in shard]
     write_text_atomic(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in ordered))
-    (out / PARTIAL).unlink(missing_ok=True)
+    for path in _manifest_files(out)[1:]:
+        path.unlink(missing_ok=True)
     if cfg.filter_model:
         ordered = consistency_filter(out, ordered, cfg.filter_model, cfg.filter_min_dice, device, progress)
-    write_text_atomic(out / "metadata.jsonl", "".join(json.dumps({
-        "file_name": r["image"], "mask_file_name": r["mask"], "fov_file_name": r["fov"], "source": r["source"],
-        "source_mask_id": r["source_mask_id"]}) + "\n" for r in ordered))
+    write_text_atomic(out / "metadata.jsonl", _metadata(ordered))
     counts = Counter(r["source"] for r in ordered)
     if cfg.filter_model and not ordered:
         from retinasynth.data.io import warn_once
 
         warn_once(f"{out}: the consistency filter dropped every pair (min Dice {cfg.filter_min_dice}); "
                   "see filtered_out.jsonl and lower --filter-min-dice.")
-    timing = {"pairs_this_call": len(todo), "generator_s": gen_time, "total_s": total,
-              "pairs_per_s": len(todo) / total if total > 0 else None,
+    timing = {"pairs_this_call": n_todo, "generator_s": gen_time, "total_s": total,
+              "pairs_per_s": n_todo / total if total > 0 else None,
               "overhead_vs_generator": (total / gen_time - 1) if gen_time > 0 else None}
+    if ranks.distributed:
+        timing["world_size"] = ranks.world  # generator_s/total_s: rank 0's
     meta.update(status="complete", counts=dict(counts), timing=timing,
                 filtered_out=len(_read_manifest(out / DROPPED)))
+    _finish(out, meta, ordered, run_cfg)
+    return {"out": str(out), "n": len(ordered), "counts": dict(counts), "timing": timing}
+
+
+def _finish(out: Path, meta: dict, ordered: list[dict], run_cfg: dict | None) -> None:
+    """synth.json, the dataset card and the preview of a complete folder."""
     write_json_atomic(out / "synth.json", meta)
     write_text_atomic(out / "README.md", _dataset_card(meta, run_cfg, len(ordered)))
     write_png_atomic(out / "preview.png", contact_sheet(out, ordered[:16]))
-    return {"out": str(out), "n": len(ordered), "counts": dict(counts), "timing": timing}
+
+
+# Fields of synth.json that differ between runs that wrote the same pairs: when and where (record) and
+# how long (timing). merge_shards keeps the first shard's record and lists the shards under timing.
+VOLATILE = ("record", "timing")
+# Settings that choose the share of pairs, not what any pair is.
+_SHARE_KEYS = ("shard",)
+
+
+def merge_shards(out: str | Path, shard_dirs: list[str | Path], *, overwrite: bool = False) -> dict:
+    """Join the folders of ``--shard i/N`` runs (all N of them, same settings otherwise) into ``out``.
+
+    The result is the folder one run with the same seed and batch size writes: every image, mask and
+    FOV file, manifest.jsonl, metadata.jsonl, filtered_out.jsonl, README.md and preview.png are
+    byte-identical, and so is synth.json apart from ``record`` and ``timing`` (:data:`VOLATILE`).
+
+    Raises:
+        RetinaSynthError (one line): a shard is incomplete, missing, repeated or from another run.
+    """
+    out = Path(out)
+    dirs = [Path(d) for d in shard_dirs]
+    if not dirs:
+        raise ConfigError("merge: name the shard folders to merge.")
+    metas = []
+    for d in dirs:
+        f = d / "synth.json"
+        if not f.is_file():
+            raise RetinaSynthError(f"{d}: not a retinasynth synthetic set (no synth.json); cannot merge it.")
+        m = _read_synth_json(f)
+        if m.get("status") != "complete":
+            raise RetinaSynthError(f"{d}: shard {m['settings'].get('shard')} is not complete; finish it with "
+                                   "--resume before merging.")
+        metas.append(m)
+    ref = metas[0]
+    fixed = ("settings", "run_dir", "generator_sha256", "run_data", "n", "resolution", "mix", "stochastic")
+    for d, m in zip(dirs[1:], metas[1:]):
+        s0 = {k: v for k, v in ref["settings"].items() if k not in _SHARE_KEYS}
+        s1 = {k: v for k, v in m["settings"].items() if k not in _SHARE_KEYS}
+        diff = sorted({k for k in s0.keys() | s1.keys() if s0.get(k) != s1.get(k)}
+                      | {k for k in fixed[1:] if ref.get(k) != m.get(k)})
+        if diff:
+            raise RetinaSynthError(f"{d}: not a shard of the same run as {dirs[0]} (differs in "
+                                   f"{', '.join(diff)}); merge only shards of one synthesis.")
+    shares = [parse_share(m["settings"]["shard"], "--shard") for m in metas]
+    k = shares[0][1]
+    got = sorted(i for i, _ in shares)
+    if any(n != k for _, n in shares) or got != list(range(k)):
+        raise RetinaSynthError(f"merge: shards {', '.join(m['settings']['shard'] for m in metas)} are not the "
+                               f"shards 0/{k}..{k - 1}/{k} of one run, each once.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise RetinaSynthError(f"{out}: folder is not empty; choose a new folder or pass --overwrite.")
+        shutil.rmtree(out)
+    for sub in ("images", "masks", "fov"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    ordered, dropped = [], []
+    for _share, d in sorted(zip(shares, dirs), key=lambda x: x[0][0]):
+        recs = _read_manifest(d / MANIFEST)
+        for r in recs:
+            for key in ("image", "mask", "fov"):
+                shutil.copyfile(d / r[key], out / r[key])
+        ordered += recs
+        dropped += _read_manifest(d / DROPPED)
+    ordered.sort(key=lambda r: r["pair"])
+    write_text_atomic(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in ordered))
+    if dropped:
+        dropped.sort(key=lambda r: r["pair"])
+        write_text_atomic(out / DROPPED, "".join(json.dumps(r) + "\n" for r in dropped))
+    write_text_atomic(out / "metadata.jsonl", _metadata(ordered))
+    counts = Counter(r["source"] for r in ordered)
+    meta = {**ref, "settings": {**ref["settings"], "shard": "0/1"}, "counts": dict(counts),
+            "timing": {"merged_from": [str(d.resolve()) for d in dirs],
+                       "shards": {m["settings"]["shard"]: m.get("timing") for m in metas}},
+            "filtered_out": len(dropped)}
+    _finish(out, meta, ordered, None)
+    return {"out": str(out), "n": len(ordered), "counts": dict(counts), "shards": len(dirs)}
+
+
+def _metadata(ordered: list[dict]) -> str:
+    return "".join(json.dumps({
+        "file_name": r["image"], "mask_file_name": r["mask"], "fov_file_name": r["fov"], "source": r["source"],
+        "source_mask_id": r["source_mask_id"]}) + "\n" for r in ordered)
 
 
 def consistency_filter(out: Path, recs: list[dict], model_path: str, min_dice: float, device: str | None,

@@ -9,6 +9,7 @@ from retinasynth.data.dataset import DataConfig
 from retinasynth.errors import ConfigError
 from retinasynth.models.factory import ModelConfig
 from retinasynth.models.losses import GAN_LOSSES
+from retinasynth.profiles import FIT_PROFILES, check_registry
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
@@ -48,6 +49,11 @@ class TrainConfig:
             raise ConfigError(f"train.crop must be an integer >= 32 or null, got {self.crop!r}.")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ConfigError(f"train.lr must be > 0, got {self.lr!r}.")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(self, name)!r}.")
+        if self.seed < 0:
+            raise ConfigError(f"train.seed must be an integer >= 0, got {self.seed!r}.")
         if not 0.0 <= self.decay_start <= 1.0:
             raise ConfigError(f"train.decay_start must be in [0, 1], got {self.decay_start!r}.")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -106,6 +112,7 @@ PROFILES: dict[str, dict] = {
                        "ckpt_every": 10}},
 }
 
+check_registry("fit", PROFILES, FIT_PROFILES)
 
 def build_fit_config(profile: str = "cpu", config_file: str | None = None,
                      overrides: list[str] | tuple[str, ...] = ()) -> FitConfig:

@@ -21,8 +21,7 @@ from retinasynth.metrics.image import (
     summarize,
 )
 from retinasynth.provenance import run_record, write_json_atomic, write_png_atomic, write_text_atomic
-from retinasynth.synth.render import load_generator
-from retinasynth.train.checkpoint import read_run_config
+from retinasynth.rundir import load_generator, read_run_config
 
 
 def _notebook_view(img: np.ndarray, size: int) -> np.ndarray:

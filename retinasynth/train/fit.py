@@ -170,20 +170,22 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
                         # training images with evaluated ones without this data folder
                         "image_signatures": image_signatures(ds.samples)},
                "record": run_record(t.seed), "world_size": dd.world, "device": str(dev), "status": "running"}
-    if resume and (out / ck.STATE).is_file():
-        st = ck.load_state(out / ck.STATE)
-        if st["data_fingerprint"] != data_fp:
+    st = ck.load_checkpoint(out, G, ema) if resume else None
+    if st is not None:
+        if st.get("data_fingerprint") != data_fp:
             raise RetinaSynthError(f"{data_root}: training data differ from those the run in {out} started "
                                    "with (fingerprint mismatch); resume with the same data folder.")
-        ck.load_weights(out / ck.WEIGHTS, G)
-        ck.load_weights(out / ck.WEIGHTS_EMA, ema)
-        D.load_state_dict(st["discriminator"])
-        for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sch_g, "sch_g"), (sch_d, "sch_d"),
-                         (scaler, "scaler")):
-            obj.load_state_dict(st[key])
-        torch.set_rng_state(st["rng_cpu"])
-        if dev.type == "cuda" and "rng_cuda" in st:
-            torch.cuda.set_rng_state(st["rng_cuda"], dev)
+        try:
+            D.load_state_dict(st["discriminator"])
+            for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sch_g, "sch_g"), (sch_d, "sch_d"),
+                             (scaler, "scaler")):
+                obj.load_state_dict(st[key])
+            torch.set_rng_state(st["rng_cpu"])
+            if dev.type == "cuda" and "rng_cuda" in st:
+                torch.cuda.set_rng_state(st["rng_cuda"], dev)
+        except Exception as e:  # noqa: BLE001 - a state of another model or a damaged entry
+            raise RetinaSynthError(f"{out / ck.STATE}: does not fit this run ({type(e).__name__}); restore the "
+                                   "run directory or start a new run.") from None
         start = int(st["step"])
         payload["record"]["resumed_from_step"] = start
         _truncate_log(out / "log.jsonl", start)
@@ -202,15 +204,13 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
     def checkpoint(step: int) -> None:
         if not dd.main:
             return
-        ck.save_weights(out / ck.WEIGHTS, G)
-        ck.save_weights(out / ck.WEIGHTS_EMA, ema)
         state = {"step": step, "discriminator": ck.unwrap(D).state_dict(), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "sch_g": sch_g.state_dict(), "sch_d": sch_d.state_dict(),
                  "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
                  "data_fingerprint": data_fp}
         if dev.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(dev)
-        ck.save_state(out / ck.STATE, state)
+        ck.save_checkpoint(out, G, ema, state)
 
     loop = dict(G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, sch_g=sch_g, sch_d=sch_d, scaler=scaler,
                 amp_dtype=amp_dtype, channels_last=channels_last, dev=dev, train=train, val=val, dd=dd)
@@ -293,7 +293,15 @@ def _truncate_log(path: Path, step: int) -> None:
     """After a resume from ``step``, drop log lines written after that checkpoint."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    def step_of(line: str) -> int | None:
+        try:
+            rec = json.loads(line)
+            return int(rec["step"]) if isinstance(rec, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return None  # a line cut short by a kill, or damage: dropped
+
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    keep = [ln for ln in lines if ln.strip() and (s := step_of(ln)) is not None and s <= step]
     from retinasynth.provenance import write_text_atomic
 
     write_text_atomic(path, "".join(ln + "\n" for ln in keep))

@@ -1,0 +1,17 @@
+"""Names of the configuration profiles, without importing torch (the CLI's --help reads them).
+
+``retinasynth.train.config.PROFILES`` and ``retinasynth.bench.config.PROFILES`` hold the settings under
+exactly these names; both registries check that at import.
+"""
+
+from __future__ import annotations
+
+FIT_PROFILES: tuple[str, ...] = ("cpu", "paper", "demo", "tiny")
+BENCH_PROFILES: tuple[str, ...] = ("cpu", "quick", "full", "demo", "tiny")
+
+
+def check_registry(kind: str, registry: dict, names: tuple[str, ...]) -> None:
+    """Raise if a PROFILES registry and its name tuple here have drifted apart."""
+    if tuple(registry) != tuple(names):
+        raise RuntimeError(f"{kind} profiles {tuple(registry)} differ from retinasynth.profiles {names}; "
+                           "update both together.")

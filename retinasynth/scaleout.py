@@ -1,0 +1,74 @@
+"""Scale-out helpers shared by `synthesize` and `benchmark-downstream`: torchrun ranks and ``i/N`` shares.
+
+Under ``torchrun`` (WORLD_SIZE > 1) these commands only need barriers and tiny exchanges between
+processes, so they always use the gloo backend (CPU tensors), whatever device renders or trains; the
+process group is created only when WORLD_SIZE > 1, as in `fit`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from retinasynth.errors import ConfigError
+
+
+@dataclass
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def sum(self, values: list[int]) -> list[int]:
+        """Element-wise sum of small integer counters over all ranks."""
+        if not self.distributed:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.int64)
+        dist.all_reduce(t)
+        return [int(v) for v in t.tolist()]
+
+
+def init_ranks() -> Ranks:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain run is rank 0 of 1 and creates no process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    if not dist.is_initialized():
+        # Ranks wait at the final barrier for the slowest one, which may be hours behind on an unevenly
+        # split benchmark: far beyond the default 30-minute collective timeout.
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def rank_device(device: str | None, ranks: Ranks) -> str | None:
+    """One GPU per local rank when CUDA is used under torchrun; otherwise the device as given."""
+    if ranks.distributed and torch.cuda.is_available() and device in (None, "cuda"):
+        return f"cuda:{ranks.local_rank}"
+    return device
+
+
+def parse_share(spec: str, flag: str) -> tuple[int, int]:
+    """``i/N`` -> (i, N) with N >= 1 and 0 <= i < N; a one-line ConfigError otherwise."""
+    try:
+        i, k = (int(x) for x in str(spec).split("/"))
+    except ValueError:
+        raise ConfigError(f"{flag} must look like i/N (e.g. 0/4), got {spec!r}.") from None
+    if k < 1 or not 0 <= i < k:
+        raise ConfigError(f"{flag} {spec}: need N >= 1 and 0 <= i < N.")
+    return i, k
