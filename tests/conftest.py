@@ -138,8 +138,10 @@ def save_image_module():
 
 def pytest_terminal_summary(terminalreporter):
     """Print how many fuzz cases (tests/test_fuzz.py) were tried, and how many failed, for the record."""
-    reports = [r for key in ("passed", "failed", "error") for r in terminalreporter.stats.get(key, [])
+    reports = [r for key in ("passed", "failed", "error", "xfailed", "xpassed") for r in terminalreporter.stats.get(key, [])
                if getattr(r, "when", "call") == "call" and "test_fuzz.py" in getattr(r, "nodeid", "")]
     if reports:
         failed = sum(1 for r in reports if r.failed)
-        terminalreporter.write_line(f"fuzz cases tried: {len(reports)}, failed: {failed}")
+        xfailed = sum(1 for r in reports if hasattr(r, "wasxfail"))
+        terminalreporter.write_line(f"fuzz cases tried: {len(reports)}, failed: {failed}, "
+                                    f"expected failures (fixes owned elsewhere): {xfailed}")

@@ -391,12 +391,7 @@ def _synth_file(root: Path, which: str) -> Path:
 def _bench_synth_cases():
     for which in ("manifest.jsonl", "synth.json", "images", "masks"):
         for how in FEW + ["non_utf8"]:
-            marks = ()
-            if which.endswith(("json", "jsonl")) and how in ("garbage", "non_utf8"):
-                # retinasynth/bench/guards.py reads these with Path.read_text(); the fix belongs there
-                marks = pytest.mark.xfail(reason="bench/guards.py: UnicodeDecodeError not yet turned into an error "
-                                                 "line", strict=False)
-            yield pytest.param(which, how, marks=marks, id=f"{how}-{which}")
+            yield pytest.param(which, how, id=f"{how}-{which}")
 
 
 @pytest.mark.parametrize(("which", "how"), list(_bench_synth_cases()))
@@ -419,12 +414,7 @@ def bench_out(synth_set, data_root, tmp_path_factory):
     return out
 
 
-_RECORD_BUG = pytest.mark.xfail(reason="bench/benchmark.py _load_cached: only JSONDecodeError is caught",
-                                strict=False)
-
-
-@pytest.mark.parametrize("how", ["empty", "trunc50pct", "json", pytest.param("garbage", marks=_RECORD_BUG),
-                                 pytest.param("list", marks=_RECORD_BUG)])
+@pytest.mark.parametrize("how", ["empty", "trunc50pct", "json", "garbage", "list"])
 def test_benchmark_damaged_run_record(bench_out, synth_set, data_root, tmp_path, how):
     out = Path(shutil.copytree(bench_out, tmp_path / "out"))
     rec = sorted((out / "runs").glob("*.json"))[0]

@@ -270,6 +270,33 @@ def test_resume_is_bit_identical_to_uninterrupted(tmp_path, data_root, run_dir):
     assert steps == [1, 2, 3, 4]
 
 
+def test_checkpoint_keeps_the_previous_one(run_dir):
+    """Each checkpoint file has a .prev copy from the checkpoint before, and the state names its weights."""
+    st, prev = ck.load_state(run_dir / ck.STATE), ck.load_state(ck.prev_path(run_dir / ck.STATE))
+    assert (st["step"], prev["step"]) == (4, 2)
+    for name in (ck.WEIGHTS, ck.WEIGHTS_EMA):
+        assert st["weights_sha256"][name] == sha256_file(run_dir / name)
+        assert prev["weights_sha256"][name] == sha256_file(ck.prev_path(run_dir / name))
+
+
+@pytest.mark.parametrize("done", [0, 1, 2, 3])
+def test_resume_after_a_kill_during_the_checkpoint_rotation(tmp_path, data_root, run_dir, done):
+    """Killed while the step-4 checkpoint replaced the step-2 one (``done`` files written, the next one only
+    renamed to .prev): resume finds a complete checkpoint and ends with the uninterrupted run's bytes."""
+    out = tmp_path / "killed"
+    shutil.copytree(run_dir, out)
+    files = [out / f for f in ck.CHECKPOINT_FILES]
+    for f in files[done:]:  # not yet rotated: the latest is still the step-2 file
+        f.replace(f.parent / f"{f.name}.new")
+        ck.prev_path(f).replace(f)
+        (f.parent / f"{f.name}.new").replace(ck.prev_path(f))
+    if done < len(files):
+        files[done].replace(ck.prev_path(files[done]))  # renamed to .prev, new file not yet written
+    fit(_tiny_cfg(), None, out, resume=True, progress=False)
+    for name in (ck.WEIGHTS, ck.WEIGHTS_EMA):
+        assert (out / name).read_bytes() == (run_dir / name).read_bytes()
+
+
 def test_non_empty_out_without_resume_is_refused(tmp_path, data_root):
     out = tmp_path / "busy"
     out.mkdir()

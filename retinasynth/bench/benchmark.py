@@ -175,8 +175,10 @@ def _load_cached(path: Path, h: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        rec = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        rec = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # a damaged record is a cache miss: the run is trained again and the record rewritten
+    if not isinstance(rec, dict):
         return None
     return rec if rec.get("config_hash") == h and rec.get("status") == "complete" else None
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from retinasynth.config import apply_overrides, from_dict, load_file, to_dict
 from retinasynth.errors import ConfigError
+from retinasynth.profiles import BENCH_PROFILES, check_registry
 
 ARMS = ("real", "real+synth", "synth", "pretrain")
 EVAL_MODES = ("test", "val")
@@ -242,6 +243,9 @@ PROFILES: dict[str, dict] = {
     "tiny": {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [32, 16, 8], "patch": 32,
              "batch_size": 2, "steps": 2, "size": 64, "regimes": [1, 2], "seeds": [0, 1], "bootstrap": 200},
 }
+
+
+check_registry("bench", PROFILES, BENCH_PROFILES)
 
 
 def build_bench_config(profile: str = "cpu", config_file: str | None = None,

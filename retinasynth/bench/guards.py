@@ -93,9 +93,19 @@ def run_data_root(run_data: dict, run_dir) -> Path | None:
     return _resolve(p)
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RetinaSynthError(f"{path}: not UTF-8 text (byte {e.start}); the {what} is damaged: write it again "
+                               "with `retinasynth synthesize`.") from None
+    except OSError as e:
+        raise RetinaSynthError(f"{path}: cannot be read ({e.strerror}).") from None
+
+
 def read_manifest(path: Path) -> list[tuple[int, dict]]:
     out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_read_text(path, "synthetic set").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -295,7 +305,7 @@ def verify_synthetic(synth_dir: str | Path, synth: Dataset, evals: list[EvalSet]
         return _unverified(info, f"UNVERIFIED SYNTHETIC SET: {synth_dir} has no {' and '.join(missing)}; "
                                  "leakage from the test split was NOT checked.")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(_read_text(meta_path, "synthetic set"))
     except json.JSONDecodeError as e:
         raise RetinaSynthError(f"{meta_path}: not valid JSON ({e.msg}); the synthetic set is damaged.") from None
     if not isinstance(meta, dict):

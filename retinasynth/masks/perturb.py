@@ -11,7 +11,7 @@ bit for bit. Every output mask is binary and inside the (possibly transformed) F
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import cv2
@@ -295,9 +295,15 @@ def grow_branches(mask: np.ndarray, fov: np.ndarray, seed: int, n: int, length_m
 # ---- transform classes --------------------------------------------------------------------------
 
 class Transform:
-    """Base class: parameter ranges in the constructor, concrete parameters per call."""
+    """Base class: parameter ranges in the constructor, concrete parameters per call.
+
+    A subclass names its function (``fn``, called as ``fn(mask, fov, **params)``) and the defaults of
+    its concrete parameters (``defaults``); ``apply`` fills in the defaults and calls it.
+    """
 
     name: ClassVar[str] = ""
+    fn: ClassVar[Callable[..., Pair]]
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, p: float = 1.0) -> None:
         self.p = float(p)
@@ -306,7 +312,11 @@ class Transform:
         raise NotImplementedError
 
     def apply(self, mask: np.ndarray, fov: np.ndarray, **params: Any) -> Pair:
-        raise NotImplementedError
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise TypeError(f"{self.name}: unexpected parameter(s) {', '.join(unknown)}; "
+                            f"valid: {', '.join(self.defaults)}")
+        return type(self).fn(mask, fov, **{**self.defaults, **params})
 
     def __call__(self, mask: np.ndarray, fov: np.ndarray, rng: np.random.Generator) -> Pair:
         return self.apply(mask, fov, **self.sample_params(rng, mask.shape))
@@ -316,6 +326,8 @@ class ElasticDeform(Transform):
     """Smooth random displacement (``alpha`` px max, correlation length ``sigma`` px)."""
 
     name = "elastic"
+    fn = staticmethod(elastic_deform)
+    defaults = {"seed": 0, "alpha": 0.0, "sigma": 50.0}
 
     def __init__(self, alpha_range: Sequence[float] = (2.0, 6.0), sigma_range: Sequence[float] = (40.0, 80.0),
                  p: float = 1.0) -> None:
@@ -327,14 +339,13 @@ class ElasticDeform(Transform):
         return {"seed": _seed(rng), "alpha": _uniform(rng, self.alpha_range),
                 "sigma": max(2.0, _uniform(rng, self.sigma_range))}
 
-    def apply(self, mask, fov, seed: int = 0, alpha: float = 0.0, sigma: float = 50.0):
-        return elastic_deform(mask, fov, seed, alpha, sigma)
-
 
 class Affine(Transform):
     """Rotation (+-``rotate_deg``), isotropic scale, translation (fraction of size) and flips."""
 
     name = "affine"
+    fn = staticmethod(affine)
+    defaults = {"angle": 0.0, "scale": 1.0, "tx": 0.0, "ty": 0.0, "hflip": False, "vflip": False}
 
     def __init__(self, rotate_deg: float = 10.0, scale_range: Sequence[float] = (0.95, 1.05),
                  translate_frac: float = 0.02, hflip_p: float = 0.5, vflip_p: float = 0.0, p: float = 1.0) -> None:
@@ -351,15 +362,13 @@ class Affine(Transform):
                 "tx": _uniform(rng, (-t, t)), "ty": _uniform(rng, (-t, t)),
                 "hflip": bool(rng.random() < self.hflip_p), "vflip": bool(rng.random() < self.vflip_p)}
 
-    def apply(self, mask, fov, angle: float = 0.0, scale: float = 1.0, tx: float = 0.0, ty: float = 0.0,
-              hflip: bool = False, vflip: bool = False):
-        return affine(mask, fov, angle, scale, tx, ty, hflip, vflip)
-
 
 class WidthChange(Transform):
     """Global radius factor from ``global_scale_range`` times a per-segment log-normal factor."""
 
     name = "width"
+    fn = staticmethod(change_width)
+    defaults = {"seed": 0, "scale": 1.0, "sigma": 0.0}
 
     def __init__(self, global_scale_range: Sequence[float] = (0.85, 1.2), per_segment_sigma: float = 0.12,
                  p: float = 1.0) -> None:
@@ -371,14 +380,13 @@ class WidthChange(Transform):
         return {"seed": _seed(rng), "scale": _uniform(rng, self.global_scale_range),
                 "sigma": self.per_segment_sigma}
 
-    def apply(self, mask, fov, seed: int = 0, scale: float = 1.0, sigma: float = 0.0):
-        return change_width(mask, fov, seed, scale, sigma)
-
 
 class PruneTerminal(Transform):
     """Remove a random fraction of short terminal branches."""
 
     name = "prune"
+    fn = staticmethod(prune_terminal)
+    defaults = {"seed": 0, "fraction": 0.0, "max_length": 30.0}
 
     def __init__(self, fraction_range: Sequence[float] = (0.0, 0.3), max_length_px: float = 30.0,
                  p: float = 1.0) -> None:
@@ -390,14 +398,14 @@ class PruneTerminal(Transform):
         return {"seed": _seed(rng), "fraction": _uniform(rng, self.fraction_range),
                 "max_length": self.max_length_px}
 
-    def apply(self, mask, fov, seed: int = 0, fraction: float = 0.0, max_length: float = 30.0):
-        return prune_terminal(mask, fov, seed, fraction, max_length)
-
 
 class GrowBranches(Transform):
     """Grow new tapered, tortuous side branches from existing vessels."""
 
     name = "grow"
+    fn = staticmethod(grow_branches)
+    defaults = {"seed": 0, "n": 0, "length_min": 15.0, "length_max": 60.0, "radius_min": 0.6,
+                "radius_max": 1.5, "tortuosity": 0.05}
 
     def __init__(self, n_range: Sequence[int] = (0, 12), length_range_px: Sequence[float] = (15.0, 60.0),
                  start_radius_range: Sequence[float] = (0.6, 1.5), tortuosity: float = 0.05,
@@ -415,10 +423,6 @@ class GrowBranches(Transform):
                 "length_min": self.length_range_px[0], "length_max": self.length_range_px[1],
                 "radius_min": self.start_radius_range[0], "radius_max": self.start_radius_range[1],
                 "tortuosity": self.tortuosity}
-
-    def apply(self, mask, fov, seed: int = 0, n: int = 0, length_min: float = 15.0, length_max: float = 60.0,
-              radius_min: float = 0.6, radius_max: float = 1.5, tortuosity: float = 0.05):
-        return grow_branches(mask, fov, seed, n, length_min, length_max, radius_min, radius_max, tortuosity)
 
 
 TRANSFORMS: dict[str, type[Transform]] = {
