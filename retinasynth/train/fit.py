@@ -7,7 +7,6 @@ import copy
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +20,9 @@ from retinasynth.models.condition import image_to_tensor, make_condition, tensor
 from retinasynth.models.factory import create_discriminator, create_generator
 from retinasynth.models.losses import GANLoss
 from retinasynth.provenance import run_record, write_png_atomic
+from retinasynth.scaleout import Ranks as _Dist  # one definition of rank/world/local_rank for all commands
 from retinasynth.train import checkpoint as ck
 from retinasynth.train.config import FitConfig
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 def _init_distributed(device_type: str) -> _Dist:
