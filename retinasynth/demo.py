@@ -34,7 +34,8 @@ PLANS = {
     # Seconds: checks an installation end to end.
     "quick": DemoPlan(10, 64, "tiny", ("train.steps=4",), 8, "perturbed:0.5,procedural:0.5", "tiny",
                       ("regimes=[2]", "seeds=[0]", "cldice=false")),
-    # A real dataset with the cpu profiles (~30 min fit + synthesis + <= 60 min benchmark on 2 cores).
+    # A real dataset with the cpu profiles (on 2 cores: fit 12-28 min, synthesis 3-6 min, benchmark ~55 min
+    # on a 206 GFLOP/s machine, about twice that on a slower one; RESULTS.md sections 1, 4 and 8).
     "real": DemoPlan(0, 0, "cpu", (), 1000, "real:0.2,perturbed:0.4,procedural:0.4", "cpu", ()),
 }
 
