@@ -69,6 +69,12 @@ def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, ov
         pt = paired_table(res["paired"], ev)
         if pt:
             click.echo("\n" + pt)
+    for p in (res.get("plateau") or {}).get("paired", []):
+        if p["metric"] == "dice":
+            lo, hi = p["ci95"]
+            click.echo(f"\nplateau check, {p['eval']}: {p['comparison']}: ΔDice {p['mean_diff']:+.4f} "
+                       f"[{lo:+.4f}, {hi:+.4f}] (seeds {p['seeds']}); arms with more steps than 'real' "
+                       f"({', '.join(f'{a} {n}' for a, n in res.get('arm_steps', {}).items())}) are compared against this.")
     for w in res["warnings"]:
         click.secho(f"warning: {w}", fg="yellow", err=True)
     out = Path(out_dir)

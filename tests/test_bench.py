@@ -464,3 +464,17 @@ def test_plateau_check_and_preprocessing(tmp_path, real_root):
     assert {p["metric"] for p in pl["paired"]} >= {"dice"}
     assert "Plateau check" in (tmp_path / "o" / "report.md").read_text()
     assert res["runs"][0]["train"]["steps"] == 1
+
+
+def test_cli_prints_plateau_and_learning_curve(tmp_path, real_root):
+    from retinasynth_cli.bench import benchmark_downstream as cmd
+
+    r = CliRunner().invoke(cmd, ["--data", str(real_root), "--out", str(tmp_path / "o"), "--profile", "tiny",
+                                 "-o", "steps=1", "-o", "arms=real", "-o", "seeds=[0]", "-o", "plateau=1", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "plateau check, test: real 2x steps - real (n=2): ΔDice" in r.output and "real 1" in r.output
+    assert "| real n=2 - real n=1 | 2 vs 1 | Dice |" in r.output
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    lc = next(p for p in res["paired"] if p["metric"] == "dice" and p["arm"] == p["base"] == "real")
+    # one seed, one step: the learning-curve CI is whatever it is, and the warning follows it exactly
+    assert ("compute-bound" in r.output) == (lc["ci95"][0] <= 0)
