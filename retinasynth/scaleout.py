@@ -7,6 +7,7 @@ process group is created only when WORLD_SIZE > 1, as in `fit`.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from retinasynth.errors import ConfigError
+from retinasynth.errors import ConfigError, RetinaSynthError
 
 
 @dataclass
@@ -35,6 +36,25 @@ class Ranks:
         if self.distributed:
             dist.barrier()
 
+    def agree(self, failed: bool, what: str) -> None:
+        """Collective: every rank learns whether any rank failed ``what``. A rank that failed raises its
+        own error itself (call this from its except block first); the others stop here with one line,
+        before writing anything."""
+        if self.distributed and self.sum([int(failed)])[0] and not failed:
+            raise RetinaSynthError(f"rank {self.rank}: stopped because another rank failed {what} (its error "
+                                   "is printed above).")
+
+    def finish(self) -> None:
+        """The last collective of a command: every rank leaves together (see :func:`shutdown`). A rank
+        whose peer died gets one line instead of a gloo traceback."""
+        if not self.distributed:
+            return
+        try:
+            dist.barrier()
+        except RuntimeError:
+            raise RetinaSynthError(f"rank {self.rank}: another rank failed before the end (its error is "
+                                   "printed above); rerun the same command to resume.") from None
+
     def sum(self, values: list[int]) -> list[int]:
         """Element-wise sum of small integer counters over all ranks."""
         if not self.distributed:
@@ -53,7 +73,16 @@ def init_ranks() -> Ranks:
         # Ranks wait at the final barrier for the slowest one, which may be hours behind on an unevenly
         # split benchmark: far beyond the default 30-minute collective timeout.
         dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+        atexit.register(shutdown)
     return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def shutdown() -> None:
+    """Destroy the process group at exit: a live gloo group torn down by static destructors can abort
+    the process ('terminate called without an active exception'). Commands end with
+    :meth:`Ranks.finish` first, so no rank tears its group down while another still uses it."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_device(device: str | None, ranks: Ranks) -> str | None:

@@ -351,6 +351,8 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
             # A collective: every rank has written its run records after this.
             n_trained, n_cached, n_reused = ranks.sum([n_trained, n_cached, n_reused])
         if ranks is None or not ranks.distributed or not ranks.main:
+            if ranks is not None:
+                ranks.finish()  # wait for rank 0's report
             return {"cells": f"{share[0]}/{share[1]}", **counts, "runs": sorted(run_name(*plan[i][:3]) for i in mine)}
         results_runs, plateau_runs = [], []
         for arm, n, seed, _s, h, _c in plan:  # rank 0: every record, as a rerun would find them
@@ -394,6 +396,8 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
     write_summary_csv(out / "summary.csv", rows)
     plot_dice_vs_n(out / "dice_vs_n.png", rows, cfg.arms, cfg.regimes)
     write_text_atomic(out / "report.md", report_markdown(results))
+    if ranks is not None:
+        ranks.finish()
     return results
 
 

@@ -205,7 +205,12 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     mix = cfg.mix
     settings = {**asdict(cfg), "generator_sha256": gen.weights_sha256}
     if ranks.main:
-        done = _prepare_out(out, resume, overwrite, settings)
+        try:
+            done = _prepare_out(out, resume, overwrite, settings)
+        except RetinaSynthError:
+            ranks.agree(True, "to prepare the output folder")
+            raise
+    ranks.agree(False, "to prepare the output folder")  # no rank writes into a folder rank 0 refused
 
     run_data = run_cfg["data"]
     train_masks: list = []
@@ -314,6 +319,7 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
         # A collective: every rank has finished and closed its partial manifest after this.
         n_todo = ranks.sum([len(todo)])[0]
         if not ranks.main:
+            ranks.finish()  # wait for rank 0's merged manifest, card and preview
             return {"out": str(out), "n": len(shard_range), "counts": {}, "rank": ranks.rank,
                     "timing": {"pairs_this_call": len(todo), "generator_s": gen_time, "total_s": total}}
         shard_range = range(cfg.n)
@@ -346,6 +352,7 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     meta.update(status="complete", counts=dict(counts), timing=timing,
                 filtered_out=len(_read_manifest(out / DROPPED)))
     _finish(out, meta, ordered, run_cfg)
+    ranks.finish()
     return {"out": str(out), "n": len(ordered), "counts": dict(counts), "timing": timing}
 
 

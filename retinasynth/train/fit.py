@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import json
@@ -21,6 +22,7 @@ from retinasynth.models.factory import create_discriminator, create_generator
 from retinasynth.models.losses import GANLoss
 from retinasynth.provenance import run_record, write_png_atomic
 from retinasynth.scaleout import Ranks as _Dist  # one definition of rank/world/local_rank for all commands
+from retinasynth.scaleout import shutdown
 from retinasynth.train import checkpoint as ck
 from retinasynth.train.config import FitConfig
 
@@ -32,6 +34,7 @@ def _init_distributed(device_type: str) -> _Dist:
         return _Dist()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        atexit.register(shutdown)
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
