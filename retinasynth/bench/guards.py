@@ -66,6 +66,12 @@ class EvalSet:
     def ids(self) -> list[str]:
         return self.work.ids
 
+    def image_signatures(self) -> list:
+        """Near-duplicate signatures of the evaluated images (native), computed once per eval set."""
+        if "image_signatures" not in self.extra:
+            self.extra["image_signatures"] = [image_signature(s.image, s.fov) for s in self.native.samples]
+        return self.extra["image_signatures"]
+
 
 def _resolve(p) -> Path | None:
     try:
@@ -209,7 +215,7 @@ def _check_run(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
             raise LeakageError(f"{meta_path}: the generator run {meta.get('run_dir')} was trained on "
                                f"{len(hits)} image(s) of the evaluated {ev.name} split of {ev.root}: "
                                f"{shown}. Refusing: train the generator on images not evaluated here.")
-        ev_sigs = [image_signature(s.image, s.fov) for s in ev.native.samples]
+        ev_sigs = ev.image_signatures()
         run_ids = list(run_sigs)
         sim = similarity_matrix(ev_sigs, [run_sigs[i] for i in run_ids])
         if sim.size and sim.max() >= IMAGE_THRESHOLD:
@@ -339,7 +345,7 @@ def _check_identical(synth_dir: Path, synth: Dataset, evals: list[EvalSet]) -> N
                 if fp in fps:
                     raise LeakageError(f"{synth_dir}/images: synthetic image {fps[fp]!r} is identical to evaluated "
                                        f"{ev.name} image {i!r} of {ev.root}. Refusing: it would leak evaluation data.")
-        sim = similarity_matrix([image_signature(s.image, s.fov) for s in ev.native.samples], sigs)
+        sim = similarity_matrix(ev.image_signatures(), sigs)
         if sim.size and sim.max() >= IMAGE_THRESHOLD:
             e, k = np.unravel_index(int(np.argmax(sim)), sim.shape)
             raise LeakageError(f"{synth.samples[k].source}: synthetic image {synth.samples[k].id!r} is a near "
