@@ -11,7 +11,7 @@ import click
 
 from retinasynth import __version__
 from retinasynth.errors import RetinaSynthError
-from retinasynth.profiles import FIT_PROFILES
+from retinasynth.profiles import DEFAULT_SOURCES, FIT_PROFILES
 
 
 class _Group(click.Group):
@@ -125,11 +125,14 @@ def evaluate(run_dir, data_path, split, out_dir, raw, device) -> None:
 @click.option("--merge", "merge_out", type=click.Path(path_type=str), default=None,
               help="--merge OUT SHARD_DIR...: join the folders of --shard i/N runs into OUT (no rendering).")
 @click.argument("shard_dirs", nargs=-1, type=click.Path(path_type=str))
-@click.option("--source", "sources", default="real:0.2,perturbed:0.4,procedural:0.4", show_default=True,
+@click.option("--source", "sources", default=DEFAULT_SOURCES, show_default=True,
               help="Mask source mix, name:weight,... (real, perturbed, procedural).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--samples-per-mask", type=int, default=1, show_default=True,
               help="Images per mask (>1 renders stochastically, several plausible images per mask).")
+@click.option("--stochastic/--deterministic", default=None,
+              help="Seeded stochastic rendering (generator dropout on: varied appearance per pair) or one fixed "
+                   "image per mask [the library default, SynthConfig.stochastic].")
 @click.option("--resolution", type=int, default=None, help="Output side in pixels [the run's resolution].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--shard", default="0/1", show_default=True,
@@ -146,8 +149,9 @@ def evaluate(run_dir, data_path, split, out_dir, raw, device) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--quiet", is_flag=True)
 @_device_option
-def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, samples_per_mask, resolution, batch_size, shard,
-               workers, data_path, filter_model, filter_min_dice, resume, overwrite, quiet, device) -> None:
+def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, samples_per_mask, stochastic, resolution,
+               batch_size, shard, workers, data_path, filter_model, filter_min_dice, resume, overwrite, quiet,
+               device) -> None:
     """Render vessel masks into a synthetic image/mask dataset with full provenance.
 
     Under torchrun every rank renders its share into the same --out; `--merge OUT SHARD_DIR...` joins
@@ -170,7 +174,8 @@ def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, sample
 
     cfg = SynthConfig(n=n, sources=sources, seed=seed, samples_per_mask=samples_per_mask, resolution=resolution,
                       batch_size=batch_size, shard=shard, workers=workers, filter_model=filter_model,
-                      filter_min_dice=filter_min_dice)
+                      filter_min_dice=filter_min_dice,
+                      **({} if stochastic is None else {"stochastic": stochastic}))
     r = run_synth(run_dir, out_dir, cfg, resume=resume, overwrite=overwrite, data_root=data_path,
                   progress=not quiet, device=device)
     t = r["timing"]

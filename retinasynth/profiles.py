@@ -15,3 +15,7 @@ def check_registry(kind: str, registry: dict, names: tuple[str, ...]) -> None:
     if tuple(registry) != tuple(names):
         raise RuntimeError(f"{kind} profiles {tuple(registry)} differ from retinasynth.profiles {names}; "
                            "update both together.")
+
+# `synthesize`'s default mask-source mix (SynthConfig.sources and the CLI's --source), kept here so the
+# CLI's --help shows it without importing torch.
+DEFAULT_SOURCES: str = "real:0.2,perturbed:0.4,procedural:0.4"

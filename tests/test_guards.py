@@ -152,3 +152,37 @@ def test_signatures_separate_copies_from_different_eyes(world):
     assert similarity(back, s0) > 0.999
     with pytest.raises(ValueError):
         decode_signature("AAAA")
+
+
+def test_val_mode_needs_a_generator_fitted_without_the_held_out_images(tmp_path, world):
+    """eval=val scores held-out training images: a generator fitted on them is refused with the fix in the
+    message (`-o data.exclude=...`); fitted with that exclusion, its set is accepted and uses none of their masks."""
+    from retinasynth.bench.benchmark import val_ids
+
+    cfg = build_bench_config("tiny", None, ["steps=1", "regimes=[2]", "seeds=[0]", "arms=real,synth", "eval=val",
+                                            "val_count=2", f"size={SIZE}", "patch=32"])
+    held = val_ids(load_dataset(world, "train", DataConfig(size=64)).ids, cfg)
+    synth = _fit_and_synth(tmp_path, world, "all", sources="procedural:1")
+    with pytest.raises(LeakageError, match=rf"-o data.exclude={','.join(sorted(held))}\)"):
+        benchmark_downstream(world, synth, tmp_path / "o1", cfg, progress=False)
+
+    fit_cfg = build_fit_config("tiny", overrides=[*TINY_FIT, "data.size=64", f"data.exclude={','.join(held)}",
+                                                   "train.val_count=0"])
+    assert fit_cfg.data.exclude == tuple(sorted(held))
+    run = fit(fit_cfg, world, tmp_path / "run-held", progress=False)
+    out = tmp_path / "synth-held"
+    synthesize(run, out, SynthConfig(n=4, sources="real:1", workers=1), progress=False)
+    import json
+
+    used = {json.loads(line)["source_mask_id"] for line in (out / "manifest.jsonl").read_text().splitlines()}
+    assert used and not used & set(held)
+    res = benchmark_downstream(world, out, tmp_path / "o2", cfg, progress=False)
+    assert res["synth"]["verified"] and res["data"]["real"]["val_ids"] == held
+
+
+def test_data_exclude_drops_ids_and_names_unknown_ones(world):
+    ids = load_dataset(world, "train", DataConfig(size=64)).ids
+    kept = load_dataset(world, "train", DataConfig(size=64, exclude=f"{ids[0]},{ids[2]}")).ids
+    assert kept == [ids[1], ids[3]]
+    with pytest.raises(Exception, match=r"data.exclude names id\(s\) nope"):
+        load_dataset(world, "train", DataConfig(size=64, exclude=("nope",)))

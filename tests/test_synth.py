@@ -302,6 +302,19 @@ def test_cli_synthesize(cli, run_dir, tmp_path):
     assert len(_manifest(out)) == 4
 
 
+def test_cli_stochastic_flag(cli, run_dir, tmp_path):
+    """--stochastic / --deterministic override the library default; stochastic renders are seeded."""
+    outs = {}
+    for name, flag in (("s1", "--stochastic"), ("s2", "--stochastic"), ("d", "--deterministic")):
+        outs[name] = tmp_path / name
+        r = cli("synthesize", "--run", run_dir, "--out", outs[name], "--n", 2, "--quiet", flag, "--source", "real:1")
+        assert r.exit_code == 0, r.output
+        meta = json.loads((outs[name] / "synth.json").read_text())
+        assert meta["stochastic"] is (flag == "--stochastic") and meta["settings"]["stochastic"] is meta["stochastic"]
+    img = {k: (v / "images" / "syn_000000.png").read_bytes() for k, v in outs.items()}
+    assert img["s1"] == img["s2"] and img["s1"] != img["d"]
+
+
 def test_cli_non_empty_out_refused_then_overwritten(cli, run_dir, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()

@@ -27,6 +27,8 @@ class DataConfig:
         crop_fov: crop to the FOV bounding box first.
         split_seed: seed of the train/test split of datasets without an official one.
         test_fraction: share of such datasets held out as test.
+        exclude: sample ids never loaded (e.g. the images ``benchmark-downstream -o eval=val`` holds out, so
+            that a generator fitted without them can be chosen on them); recorded with the run's config.
     """
 
     layout: str | None = None
@@ -35,8 +37,15 @@ class DataConfig:
     crop_fov: bool = False
     split_seed: int = 0
     test_fraction: float = 0.25
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        ex = self.exclude
+        if isinstance(ex, (str, int)):  # `-o data.exclude=27,29` arrives as a string, `=27` as an int
+            ex = [p for p in str(ex).split(",") if p.strip()]
+        if not isinstance(ex, (list, tuple)) or not all(isinstance(i, (str, int)) for i in ex):
+            raise ConfigError(f"data.exclude must be a list of sample ids, e.g. 27,29,31, got {self.exclude!r}.")
+        object.__setattr__(self, "exclude", tuple(sorted({str(i).strip() for i in ex})))
         if self.layout is not None and self.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}.")
         if self.size is not None and (not isinstance(self.size, int) or self.size < 16):
@@ -192,7 +201,11 @@ def load_dataset(root: str | Path, split: str = "train", cfg: DataConfig | None 
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     root = Path(root)
     layout, index, records = index_dataset(root, cfg)
-    wanted = [r for r in records if split == "all" or r.split == split]
+    unknown = sorted(set(cfg.exclude) - {r.id for r in records})
+    if unknown:
+        raise DataError(f"{root}: data.exclude names id(s) {', '.join(unknown[:5])} that the {layout.name} layout "
+                        f"does not have (ids look like {', '.join(sorted(r.id for r in records)[:3])}); fix the list.")
+    wanted = [r for r in records if (split == "all" or r.split == split) and r.id not in cfg.exclude]
     problems = [p for p in index.problems
                 if split == "all" or _problem_in_split(p.replace(str(root), "", 1), split, layout.name)]
     samples = []

@@ -37,6 +37,7 @@ from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.data.preprocess import resize_image, resize_mask
 from retinasynth.data.similarity import mask_digest
 from retinasynth.errors import ConfigError, RetinaSynthError
+from retinasynth.profiles import DEFAULT_SOURCES
 from retinasynth.provenance import (
     run_record,
     versions,
@@ -58,7 +59,7 @@ DROPPED = "filtered_out.jsonl"
 @dataclass(frozen=True)
 class SynthConfig:
     n: int = 1000
-    sources: str = "real:0.2,perturbed:0.4,procedural:0.4"
+    sources: str = DEFAULT_SOURCES
     seed: int = 0
     samples_per_mask: int = 1
     resolution: int | None = None  # None: the generator's working resolution
