@@ -466,6 +466,27 @@ def test_plateau_check_and_preprocessing(tmp_path, real_root):
     assert res["runs"][0]["train"]["steps"] == 1
 
 
+def test_real_2x_arm_is_the_compute_matched_control_and_the_plateau_run(tmp_path, real_root, synth_dir):
+    """real-2x trains on the real subset with twice the steps (pretrain's total); pretrain is compared with it;
+    its cell at the largest regime doubles as the plateau run, so no extra cell is trained; and a plateau
+    run cached by a benchmark without the arm is picked up by one with it (the same hash)."""
+    base = benchmark_downstream(real_root, None, tmp_path / "o", tiny("arms=real", "plateau=1", "steps=1"),
+                                progress=False)
+    res = benchmark_downstream(real_root, synth_dir, tmp_path / "o",
+                               tiny("arms=real,pretrain,real-2x", "plateau=1", "steps=1"), progress=False)
+    assert res["arm_steps"] == {"real": 1, "pretrain": 2, "real-2x": 2}
+    twice = next(r for r in res["runs"] if r["arm"] == "real-2x")
+    assert twice["total_steps"] == 2 and twice["train"]["steps"] == 2 and twice["real_ids"]
+    assert twice["scores"] == base["plateau_runs"][0]["scores"]
+    assert res["n_trained"] == 1 and res["n_cached"] == 2  # the pretrain cell; real and real-2x came from the cache
+    assert [r["name"] for r in res["plateau_runs"]] == ["real-2x_n2_s0"] and res["plateau"]["paired"]
+    comps = {p["comparison"] for p in res["paired"] if p["metric"] == "dice"}
+    assert comps == {"pretrain - real", "real-2x - real", "pretrain - real-2x"}
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "real-2x: 2 (real only: the compute-matched control of pretrain)" in report
+    assert "pretrain - real-2x" in report
+
+
 def test_cli_prints_plateau_and_learning_curve(tmp_path, real_root):
     from retinasynth_cli.bench import benchmark_downstream as cmd
 

@@ -69,7 +69,7 @@ def run_name(arm: str, regime: int, seed: int) -> str:
 
 def arm_steps(cfg: BenchConfig, arm: str) -> int:
     """Optimiser steps behind one model of ``arm`` (pretrain: synthetic pretraining + real fine-tune)."""
-    return 2 * cfg.steps if arm == "pretrain" else cfg.steps
+    return 2 * cfg.steps if arm in ("pretrain", "real-2x") else cfg.steps
 
 
 def val_ids(ids: list[str], cfg: BenchConfig) -> list[str]:
@@ -230,7 +230,7 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
         share = (ranks.rank, ranks.world)
         progress = progress and ranks.main
         device = rank_device(device, ranks)
-    needs_synth = any(a != "real" for a in cfg.arms)
+    needs_synth = any(a not in ("real", "real-2x") for a in cfg.arms)
     if needs_synth and synth_data is None:
         raise ConfigError(f"arms {', '.join(a for a in cfg.arms if a != 'real')} need synthetic pairs: pass "
                           "--synth DIR, or run only the real arm with -o bench.arms=real.")
@@ -289,20 +289,25 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
     synth_in = _enhanced(synth_samples, cfg.preprocess)
     eval_in = {ev.name: _enhanced(ev.work.samples, cfg.preprocess) for ev in evals}
 
+    cfg2 = dataclasses.replace(cfg, steps=2 * cfg.steps)
     plan = []
     for n in cfg.regimes:
         for seed in cfg.seeds:
             subset = real_subset(train.samples, n, seed)
             subset_fp = _samples_fingerprint(subset)
             for arm in sorted(cfg.arms, key=lambda a: a == "pretrain"):  # 'synth' first: it is the pretraining
-                h = run_hash(cfg, arm, n, seed, subset_fp, synth_fp, eval_fps, dev.type)
+                # real-2x is 'real' at twice the steps: hashed as such, so it and the plateau run are one cell
+                h = (run_hash(cfg2, "real", n, seed, subset_fp, None, eval_fps, dev.type) if arm == "real-2x"
+                     else run_hash(cfg, arm, n, seed, subset_fp, synth_fp, eval_fps, dev.type))
                 plan.append((arm, n, seed, subset, h, cfg))
     n_max = max(cfg.regimes)
-    cfg2 = dataclasses.replace(cfg, steps=2 * cfg.steps)
-    for seed in cfg.seeds[:cfg.plateau]:
-        subset = real_subset(train.samples, n_max, seed)
-        h = run_hash(cfg2, "real", n_max, seed, _samples_fingerprint(subset), None, eval_fps, dev.type)
-        plan.append(("real-2x", n_max, seed, subset, h, cfg2))
+    plateau_cells: set[int] = set()  # plan indices of the plateau runs (when 'real-2x' is not an arm)
+    if "real-2x" not in cfg.arms:
+        for seed in cfg.seeds[:cfg.plateau]:
+            subset = real_subset(train.samples, n_max, seed)
+            h = run_hash(cfg2, "real", n_max, seed, _samples_fingerprint(subset), None, eval_fps, dev.type)
+            plateau_cells.add(len(plan))
+            plan.append(("real-2x", n_max, seed, subset, h, cfg))
 
     runs_dir = out / RUNS
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -341,7 +346,7 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
                 n_trained += 1
                 if bar is not None:
                     bar.update(1)
-            (plateau_runs if arm == "real-2x" else results_runs).append(rec)
+            (plateau_runs if i in plateau_cells else results_runs).append(rec)
     finally:
         if bar is not None:
             bar.close()
@@ -355,12 +360,15 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
                 ranks.finish()  # wait for rank 0's report
             return {"cells": f"{share[0]}/{share[1]}", **counts, "runs": sorted(run_name(*plan[i][:3]) for i in mine)}
         results_runs, plateau_runs = [], []
-        for arm, n, seed, _s, h, _c in plan:  # rank 0: every record, as a rerun would find them
+        for i, (arm, n, seed, _s, h, _c) in enumerate(plan):  # rank 0: every record, as a rerun would find them
             rec = _load_cached(runs_dir / f"{run_name(arm, n, seed)}.json", h)
             if rec is None:
                 raise DataError(f"{runs_dir}: run {run_name(arm, n, seed)} is missing after every rank finished; "
                                 "rerun the same command to complete it.")
-            (plateau_runs if arm == "real-2x" else results_runs).append(rec)
+            (plateau_runs if i in plateau_cells else results_runs).append(rec)
+    if "real-2x" in cfg.arms:  # the arm's cells at the largest regime are the plateau runs
+        plateau_runs = [r for r in results_runs if r["arm"] == "real-2x" and r["regime"] == n_max
+                        and r["seed"] in cfg.seeds[:cfg.plateau]]
 
     rows = summarize(results_runs, cfg.arms, cfg.regimes)
     pairs = paired_all(results_runs, cfg.arms, cfg.regimes, cfg.bootstrap)
@@ -424,11 +432,14 @@ def _one_run(cfg: BenchConfig, arm: str, n: int, seed: int, subset, h: str, name
     synth = [] if arm in ("real", "real-2x", "pretrain") else ctx["synth"]
     t0 = time.perf_counter()
     extra: dict = {}
+    total_steps = arm_steps(cfg, arm)
     if arm == "pretrain":
         init, base, reused = _pretrained(cfg, seed, ctx, name)
         extra = {"pretrained_from": base, "pretrain_reused": reused, "pretrain_steps": cfg.steps}
         model, log = train_segmenter(cfg, real, [], "real", seed, dev, progress=ctx["progress"], desc=name, init=init)
     else:
+        if arm == "real-2x":
+            cfg = dataclasses.replace(cfg, steps=2 * cfg.steps)
         model, log = train_segmenter(cfg, real, synth, "real" if arm == "real-2x" else arm, seed, dev,
                                      progress=ctx["progress"], desc=name)
         if arm == "synth":
@@ -446,7 +457,7 @@ def _one_run(cfg: BenchConfig, arm: str, n: int, seed: int, subset, h: str, name
     t2 = time.perf_counter()
     return {"format_version": RUN_FORMAT, "status": "complete", "name": name, "arm": arm, "regime": n, "seed": seed,
             "config_hash": h, "real_ids": [s.id for s in real], "n_synth_pool": len(synth),
-            "total_steps": arm_steps(cfg, arm), **extra,
+            "total_steps": total_steps, **extra,
             "train": log, "scores": scores, "train_wall_s": t1 - t0, "eval_wall_s": t2 - t1,
             "device": str(dev), "record": run_record(seed)}
 

@@ -8,7 +8,7 @@ from retinasynth.config import apply_overrides, from_dict, load_file, to_dict
 from retinasynth.errors import ConfigError
 from retinasynth.profiles import BENCH_PROFILES, check_registry
 
-ARMS = ("real", "real+synth", "synth", "pretrain")
+ARMS = ("real", "real+synth", "synth", "pretrain", "real-2x")
 EVAL_MODES = ("test", "val")
 PREPROCESS = ("rgb", "green_clahe")
 LR_SCHEDULES = ("cosine", "constant")
@@ -66,7 +66,9 @@ class BenchConfig:
             every arm (AdamW on Dice + BCE; cosine decay after a short warm-up, or constant).
         arms: 'real' (real patches only), 'real+synth' (each batch element synthetic with probability
             ``synth_ratio``), 'synth' (synthetic only), 'pretrain' (the 'synth' model of the same seed,
-            fine-tuned on the real subset with the 'real' arm's schedule: twice the steps in all).
+            fine-tuned on the real subset with the 'real' arm's schedule: twice the steps in all),
+            'real-2x' (real patches only with twice the steps: the compute-matched control of 'pretrain';
+            its cell at the largest regime is also the plateau run).
         augment: 'strong' (geometry, elastic, photometric, noise) or 'light' (flips, rot90, mild
             brightness/contrast); the same in every arm.
         preprocess: 'rgb' (as stored) or 'green_clahe' (the green channel with CLAHE, as grey RGB),

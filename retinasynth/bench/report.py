@@ -13,7 +13,8 @@ from retinasynth.provenance import write_bytes_atomic, write_text_atomic
 
 LABELS = {"dice": "Dice", "iou": "IoU", "sensitivity": "Sens", "specificity": "Spec", "accuracy": "Acc",
           "auc": "AUC", "cldice": "clDice"}
-COMPARISONS = (("real+synth", "real"), ("pretrain", "real"), ("synth", "real"))
+COMPARISONS = (("real+synth", "real"), ("pretrain", "real"), ("synth", "real"), ("real-2x", "real"),
+               ("pretrain", "real-2x"))  # the last: pretrain against the real arm with the same steps
 
 
 def metrics_of(runs: list[dict]) -> list[str]:
@@ -277,6 +278,15 @@ _MEANING = {
     "synth": {"CI above zero": "synthetic pairs alone beat the real images",
               "below zero": "synthetic pairs alone are worse than the real images",
               "includes zero": "synthetic pairs alone are indistinguishable from the real images"},
+    "real-2x": {"CI above zero": "twice the steps alone help the real arm: the protocol is not at a plateau",
+                "below zero": "twice the steps hurt the real arm (overfitting)",
+                "includes zero": "twice the steps do not measurably help the real arm"},
+    "pretrain|real-2x": {"CI above zero": "pretraining on the synthetic pairs beat spending the same steps on the "
+                                          "real images: a data effect, not compute",
+                         "below zero": "the same steps spent on the real images alone did better than synthetic "
+                                       "pretraining",
+                         "includes zero": "synthetic pretraining did no better than the same steps on the real "
+                                          "images"},
     "real": {"CI above zero": "more real images help: the protocol is data-bound and can show a data effect",
              "below zero": "more real images hurt: the protocol cannot show a data effect",
              "includes zero": "more real images do not measurably help: the protocol is compute-bound"},
@@ -289,7 +299,7 @@ def verdict_lines(pairs: list[dict], ev: str) -> list[str]:
         if p["eval"] != ev or p["metric"] != "dice":
             continue
         lo, hi = p["ci95"]
-        what = _MEANING[p["arm"]][p["verdict"]]
+        what = _MEANING.get(f"{p['arm']}|{p['base']}", _MEANING[p["arm"]])[p["verdict"]]
         n = (f"n={p['regime']} vs n={p['base_regime']}" if p.get("base_regime", p["regime"]) != p["regime"]
              else f"n={p['regime']} real images")
         out.append(f"- {n}, {p['comparison']}: ΔDice {p['mean_diff']:+.4f}, 95% CI "
@@ -302,7 +312,8 @@ def steps_line(results: dict) -> str:
     steps = results.get("arm_steps") or {}
     if not steps:
         return ""
-    parts = [f"{arm}: {n}" + (" (synthetic pretraining + real fine-tune)" if arm == "pretrain" else "")
+    parts = [f"{arm}: {n}" + (" (synthetic pretraining + real fine-tune)" if arm == "pretrain" else
+                              " (real only: the compute-matched control of pretrain)" if arm == "real-2x" else "")
              for arm, n in steps.items()]
     return ("- Optimiser steps behind each model: " + "; ".join(parts) + ". Compare arms with more steps against "
             "the plateau check below, not as a data effect.")
