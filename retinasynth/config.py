@@ -16,7 +16,8 @@ T = TypeVar("T")
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as JSON-native data (tuples become lists), equal to what config.json stores."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:

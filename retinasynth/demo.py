@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retinasynth.errors import RetinaSynthError
+from retinasynth.profiles import DEFAULT_SOURCES
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ PLANS = {
                       ("regimes=[2]", "seeds=[0]", "cldice=false")),
     # A real dataset with the cpu profiles (on 2 cores: fit 12-28 min, synthesis 3-6 min, benchmark ~55 min
     # on a 206 GFLOP/s machine, about twice that on a slower one; RESULTS.md sections 1, 4 and 8).
-    "real": DemoPlan(0, 0, "cpu", (), 1000, "real:0.2,perturbed:0.4,procedural:0.4", "cpu", ()),
+    "real": DemoPlan(0, 0, "cpu", (), 1000, DEFAULT_SOURCES, "cpu", ()),
 }
 
 

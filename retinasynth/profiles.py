@@ -18,4 +18,4 @@ def check_registry(kind: str, registry: dict, names: tuple[str, ...]) -> None:
 
 # `synthesize`'s default mask-source mix (SynthConfig.sources and the CLI's --source), kept here so the
 # CLI's --help shows it without importing torch.
-DEFAULT_SOURCES: str = "real:0.2,perturbed:0.4,procedural:0.4"
+DEFAULT_SOURCES: str = "real:0.3,perturbed:0.7"

@@ -5,6 +5,7 @@ One tiny run (4 steps on six 64x64 phantoms) and one reference synthetic set are
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -29,7 +30,8 @@ from retinasynth.synth.synthesize import MANIFEST, PARTIAL, SynthConfig, synthes
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 N = 12
-CFG = SynthConfig(n=N, batch_size=4, workers=2, seed=0)
+# every source, so the tests cover the procedural path that the default mix leaves out
+CFG = SynthConfig(n=N, batch_size=4, workers=2, seed=0, sources="real:0.2,perturbed:0.4,procedural:0.4")
 MANIFEST_KEYS = {"id", "image", "mask", "fov", "source", "source_mask_id", "source_split", "recipe", "seed",
                  "generator_sha256", "versions"}
 
@@ -65,6 +67,11 @@ def _read(path: Path) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- output
+
+
+def test_default_mix_leaves_procedural_trees_out():
+    """Chosen on validation (RESULTS.md section 12): real and perturbed masks only."""
+    assert SynthConfig().mix == {"real": 0.3, "perturbed": 0.7}
 
 
 def test_writes_exactly_n_pairs(reference):
@@ -172,7 +179,7 @@ def test_same_seed_same_bytes_other_seed_differs(reference, run_dir, tmp_path):
     assert _files(again) == _files(ref)
     assert _manifest(again) == _manifest(ref)
     other = tmp_path / "other"
-    synthesize(run_dir, other, SynthConfig(n=N, batch_size=4, workers=2, seed=1), progress=False)
+    synthesize(run_dir, other, dataclasses.replace(CFG, seed=1), progress=False)
     a, b = _files(other), _files(ref)
     assert a.keys() == b.keys()
     assert sum(a[k] != b[k] for k in a if k.startswith("images/")) >= N - 1
@@ -185,7 +192,7 @@ def test_shards_cover_all_pairs_once(reference, run_dir, tmp_path):
     ids = []
     for i in range(2):
         out = tmp_path / f"shard{i}"
-        cfg = SynthConfig(n=n, batch_size=4, workers=2, seed=0, shard=f"{i}/2")
+        cfg = dataclasses.replace(CFG, n=n, shard=f"{i}/2")
         r = synthesize(run_dir, out, cfg, progress=False)
         assert r["n"] == 5
         recs = _manifest(out)
@@ -242,7 +249,7 @@ def test_resume_with_other_settings_is_refused(reference, run_dir, tmp_path):
     out = tmp_path / "done"
     shutil.copytree(ref, out)
     with pytest.raises(RetinaSynthError, match=r"different settings \(seed\)"):
-        synthesize(run_dir, out, SynthConfig(n=N, batch_size=4, workers=2, seed=3), resume=True, progress=False)
+        synthesize(run_dir, out, dataclasses.replace(CFG, seed=3), resume=True, progress=False)
 
 
 _STALLING_CLI = """
@@ -266,7 +273,7 @@ def test_resume_after_kill_9_of_cli(reference, run_dir, tmp_path):
     ref, _ = reference
     out = tmp_path / "kill9"
     args = ["synthesize", "--run", str(run_dir), "--out", str(out), "--n", str(N), "--batch-size", "4",
-            "--workers", "2", "--seed", "0", "--quiet"]
+            "--workers", "2", "--seed", "0", "--quiet", "--source", CFG.sources]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", _STALLING_CLI, *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
