@@ -66,7 +66,7 @@ class SynthConfig:
     batch_size: int = 8
     shard: str = "0/1"
     workers: int = 2
-    stochastic: bool = False  # forced on when samples_per_mask > 1
+    stochastic: bool = True  # seeded per pair; chosen on validation (RESULTS.md section 12); always on when samples_per_mask > 1
     ema: bool = True
     filter_model: str | None = None  # a segmentation checkpoint (benchmark-downstream OUT/models/*.safetensors)
     filter_min_dice: float = 0.5
