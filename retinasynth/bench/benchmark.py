@@ -230,9 +230,10 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
         share = (ranks.rank, ranks.world)
         progress = progress and ranks.main
         device = rank_device(device, ranks)
-    needs_synth = any(a not in ("real", "real-2x") for a in cfg.arms)
+    synth_arms = [a for a in cfg.arms if a not in ("real", "real-2x")]
+    needs_synth = bool(synth_arms)
     if needs_synth and synth_data is None:
-        raise ConfigError(f"arms {', '.join(a for a in cfg.arms if a != 'real')} need synthetic pairs: pass "
+        raise ConfigError(f"arms {', '.join(synth_arms)} need synthetic pairs: pass "
                           "--synth DIR, or run only the real arm with -o bench.arms=real.")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():

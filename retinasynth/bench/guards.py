@@ -151,7 +151,8 @@ def _check_manifest(path: Path, entries: list[tuple[int, dict]], evals: list[Eva
             if src is not None and src == _resolve(ev.root) and str(mask_id) in set(ev.ids):
                 raise LeakageError(f"{path}:{lineno}: pair {sid!r} was made from mask {mask_id!r} of "
                                        f"{ev.root}, which is in the evaluated {ev.name} split. Refusing: it "
-                                       "would leak evaluation data; " + _val_fix(ev, "synthesize from training masks only."))
+                                       "would leak evaluation data; "
+                                       + _val_fix(ev, "synthesize from training masks only."))
     missing = sorted(set(synth_ids) - listed)
     if missing:
         raise RetinaSynthError(f"{path}: {len(missing)} synthetic pair(s) have no manifest line "
@@ -214,7 +215,8 @@ def _check_run(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
             if both:
                 raise LeakageError(f"{meta_path}: the generator run {meta.get('run_dir')} was trained on "
                                    f"{len(both)} image(s) of the evaluated {ev.name} split of {ev.root} "
-                                   f"({', '.join(both[:5])}). Refusing: " + _val_fix(ev, "train the generator on the training split only."))
+                                   f"({', '.join(both[:5])}). Refusing: "
+                                   + _val_fix(ev, "train the generator on the training split only."))
         ref = _at(ev, run_cfg, run_cfg.size)
         hits = [(i, by_fp[fp]) for i, _, img, _, _ in ref if (fp := fingerprint_arrays([("image", img)])) in by_fp]
         if hits:
