@@ -11,7 +11,9 @@ scored, the test split is never loaded) and records, per regime, each synthetic 
 
 A lever is NAME=SYNTH;BENCH: SYNTH is `key=value|key=value` for `SynthConfig` (sources, stochastic,
 samples_per_mask, n, filter_model, filter_min_dice, ...), BENCH is `key=value|key=value` bench overrides
-(e.g. synth_ratio=0.25). The `real` arm's cells are the same for every
+(e.g. synth_ratio=0.25). SYNTH may instead be `@OTHER`: reuse lever OTHER's synthetic set, its `synth`
+cells and pretrained bases (for levers of how the pairs are used, e.g. `ft=@mix-stoch;finetune_lr=5e-4`).
+The `real` arm's cells are the same for every
 lever, so they are trained once and copied into each lever's folder (the benchmark's cache checks
 their config hash). One line per lever is appended to OUT/levers.jsonl and the table is printed.
 """
@@ -44,9 +46,11 @@ def parse_lever(spec: str) -> tuple[str, dict, list[str]]:
     return name, synth, bench
 
 
-def _seed_real_cells(shared: Path, dest: Path) -> None:
-    """Copy the `real` arm's finished cells (records and models) into a lever's benchmark folder."""
-    for sub, pattern in (("runs", "real_n*.json"), ("models", "real_n*.safetensors")):
+def _seed_real_cells(shared: Path, dest: Path, patterns=(("runs", "real_n*.json"),
+                                                          ("models", "real_n*.safetensors"))) -> None:
+    """Copy finished cells (records and models) into a lever's benchmark folder; the benchmark's cache
+    reuses a cell only if its config hash matches, so copying too much is harmless."""
+    for sub, pattern in patterns:
         (dest / sub).mkdir(parents=True, exist_ok=True)
         for f in (shared / sub).glob(pattern):
             if not (dest / sub / f.name).exists():
@@ -78,11 +82,17 @@ def main() -> None:
     for spec in args.lever:
         name, synth_kw, bench_over = parse_lever(spec)
         t0 = time.perf_counter()
-        synth_dir = out / name / "synth"
-        synth_cfg = SynthConfig(**synth_kw)
-        if not (synth_dir / "synth.json").is_file() or json.loads((synth_dir / "synth.json").read_text()).get(
+        base = next((k[1:] for k in synth_kw if k.startswith("@")), None)
+        synth_dir = out / (base or name) / "synth"
+        if base:
+            prior = [json.loads(x) for x in (out / "levers.jsonl").read_text().splitlines()]
+            synth_kw = next(r["synth"] for r in prior if r["name"] == base)  # recorded as the base's settings
+            _seed_real_cells(out / base / "bench", out / name / "bench",
+                             (("runs", "synth_n*.json"), ("models", "synth_n*.safetensors"),
+                              ("models", "pretrain_base_*.safetensors")))
+        elif not (synth_dir / "synth.json").is_file() or json.loads((synth_dir / "synth.json").read_text()).get(
                 "status") != "complete":
-            synthesize(args.run, synth_dir, synth_cfg, resume=synth_dir.is_dir(), progress=True)
+            synthesize(args.run, synth_dir, SynthConfig(**synth_kw), resume=synth_dir.is_dir(), progress=True)
         synth_s = time.perf_counter() - t0
         cfg = build_bench_config(args.profile, None, [*bench_over, f"arms={args.arms}", "eval=val",
                                                       f"regimes={args.regimes}", f"seeds={args.seeds}", "plateau=0"])

@@ -335,6 +335,31 @@ def test_pretrain_arm_fine_tunes_the_cached_synth_model(tmp_path, real_root, syn
     assert [r["arm"] for r in res["runs"]] == ["synth", "pretrain"]
 
 
+def test_finetune_lr_changes_only_the_pretrain_fine_tune(tmp_path, real_root, synth_dir, monkeypatch):
+    base, ft = tiny("steps=2"), tiny("steps=2", "finetune_lr=1e-4")
+    args = (1, 0, "subset", "synth", {}, "cpu")
+    # every other arm's hash and the pretraining's key ignore it; cells recorded before it existed stay valid
+    for arm in ("real", "real+synth", "synth", "real-2x"):
+        assert bench_mod.run_hash(base, arm, *args) == bench_mod.run_hash(ft, arm, *args)
+    assert bench_mod.run_hash(base, "pretrain", *args) != bench_mod.run_hash(ft, "pretrain", *args)
+    assert bench_mod.pretrain_key(base, 0, "synth", "cpu") == bench_mod.pretrain_key(ft, 0, "synth", "cpu")
+    lrs = []
+    real_train = bench_mod.train_segmenter
+
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+        lrs.append((arm, init is not None, cfg.lr))
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+
+    monkeypatch.setattr(bench_mod, "train_segmenter", spy)
+    res = benchmark_downstream(real_root, synth_dir, tmp_path / "o", tiny("arms=synth,pretrain", "regimes=[1]",
+                                                                          "steps=2", "finetune_lr=1e-4"),
+                               progress=False)
+    assert lrs == [("synth", False, base.lr), ("real", True, 1e-4)]
+    assert res["runs"][1]["finetune_lr"] == 1e-4
+    with pytest.raises(ConfigError, match="bench.finetune_lr must be null or > 0"):
+        tiny("finetune_lr=0")
+
+
 def test_pretraining_equals_synth_arm_bit_for_bit(tmp_path, real_root, synth_dir):
     """The pretrain arm fine-tunes exactly the synth arm's model: same result whether the pretraining was
     trained in this run or loaded from the cache."""

@@ -21,8 +21,8 @@ from retinasynth.data.dataset import load_dataset
 from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.metrics.image import notebook_scores, sound_scores
 from retinasynth.models.factory import ModelConfig, create_discriminator, create_generator
-from retinasynth.models.losses import GANLoss
-from retinasynth.models.networks import PatchDiscriminator, UnetGenerator, init_weights
+from retinasynth.models.losses import GANLoss, reconstruction_l1
+from retinasynth.models.networks import PatchDiscriminator, UnetGenerator, init_weights, up_layer
 from retinasynth.provenance import sha256_file
 from retinasynth.synth.phantom import write_phantom_dataset
 from retinasynth.synth.render import load_generator
@@ -90,6 +90,28 @@ def test_generator_rejects_size_not_multiple_of_2_pow_depth():
         g(torch.zeros(1, 4, 96, 96))
 
 
+def test_resize_upsampling_has_no_transposed_convolution_and_same_shapes():
+    torch.manual_seed(0)
+    g = init_weights(UnetGenerator(in_channels=4, ngf=4, depth=6, upsample="resize"))
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+    assert sum(isinstance(m, nn.Upsample) for m in g.modules()) == 6  # one per level
+    y = g(torch.randn(2, 4, 64, 64))
+    assert y.shape == (2, 3, 64, 64)
+    y.mean().backward()
+    assert g.model.model[0].weight.grad.abs().sum() > 0
+    # On a constant input a random-weight layer gives a constant interior with resize-convolution; the
+    # transposed convolution gives a period-2 pattern (each output parity uses other kernel taps).
+    torch.manual_seed(0)
+    x = torch.ones(1, 8, 8, 8)
+    with torch.no_grad():
+        resize, plain = up_layer("resize", 8, 4, True)(x), up_layer("transpose", 8, 4, True)(x)
+    assert resize.shape == plain.shape == (1, 4, 16, 16)
+    assert float(resize[..., 2:-2, 2:-2].std(dim=(-1, -2)).max()) < 1e-6
+    assert float((plain[..., 2:-2:2, 2:-2] - plain[..., 3:-2:2, 2:-2]).abs().mean()) > 1e-3
+    with pytest.raises(ConfigError, match="unknown model.upsample 'bilinear'; valid: transpose, resize"):
+        build_fit_config("tiny", overrides=["model.upsample=bilinear"])
+
+
 @pytest.mark.parametrize("profile, overrides, key", [
     ("tiny", ["train.steps=0"], "train.steps"),
     ("tiny", ["model.norm=foo"], "model.norm"),
@@ -140,6 +162,21 @@ def test_gan_losses_hand_values(kind, logits, real, for_disc, expected):
     loss = GANLoss(kind)(torch.tensor(logits).view(1, 1, 1, 2), real, for_disc=for_disc)
     assert loss.shape == ()
     assert loss.item() == pytest.approx(expected, rel=1e-6, abs=1e-7)
+
+
+def test_vessel_weighted_l1_hand_values():
+    real = torch.zeros(1, 3, 1, 5)
+    fake = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    cond = torch.full((1, 4, 1, 5), -1.0)
+    cond[0, 0, 0, 0] = 1.0  # one vessel pixel; dilated by one pixel it covers x = 0 and 1
+    assert reconstruction_l1(fake, real, cond, 0.0).item() == pytest.approx(2 / 5)
+    # weights 1 + 3 on x = 0, 1 and 1 elsewhere: sum(w|d|) / sum(w) = (4 + 4) / (4 + 4 + 3)
+    assert reconstruction_l1(fake, real, cond, 3.0).item() == pytest.approx(8 / 11)
+    # an error away from the vessels counts less than with a plain L1
+    far = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    assert reconstruction_l1(far, real, cond, 3.0).item() == pytest.approx(1 / 11)
+    with pytest.raises(ConfigError, match="train.vessel_l1 must be a number >= 0"):
+        build_fit_config("tiny", overrides=["train.vessel_l1=-1"])
 
 
 def test_gan_loss_unknown_kind():

@@ -61,6 +61,9 @@ RUN_FORMAT = 2
 _NOT_IN_HASH = ("profile", "arms", "regimes", "seeds", "bootstrap", "threads", "plateau")
 # Settings that change only how a model is scored, not how it is trained.
 _EVAL_ONLY = ("infer_tile", "infer_overlap", "threshold", "cldice", "eval", "val_count", "val_seed")
+# Settings of the 'pretrain' arm's fine-tune only: in no other arm's hash (nor the pretraining's), and left
+# out of every hash at their default so that cells recorded before they existed stay valid.
+_FINETUNE_ONLY = ("finetune_lr",)
 
 
 def run_name(arm: str, regime: int, seed: int) -> str:
@@ -85,7 +88,7 @@ def val_ids(ids: list[str], cfg: BenchConfig) -> list[str]:
 
 def pretrain_key(cfg: BenchConfig, seed: int, synth_fp: str | None, device_type: str) -> str:
     """What the synthetic pretraining (= the 'synth' arm's model) depends on: config, seed, synthetic set."""
-    c = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_HASH + _EVAL_ONLY}
+    c = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_HASH + _EVAL_ONLY + _FINETUNE_ONLY}
     key = {"format": RUN_FORMAT, "config": c, "seed": seed, "synth": synth_fp, "device": device_type}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()
 
@@ -108,7 +111,8 @@ def run_hash(cfg: BenchConfig, arm: str, regime: int, seed: int, subset_fp: str 
              eval_fps: dict, device_type: str) -> str:
     """sha256 of everything a run's result depends on. The synth arm sees no real image, so its hash
     leaves out the regime and the subset: equal hashes mean identical runs."""
-    c = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_HASH}
+    c = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_HASH
+         and not (k in _FINETUNE_ONLY and (arm != "pretrain" or v is None))}
     if arm == "real":
         c.pop("synth_ratio")
     key = {"format": RUN_FORMAT, "config": c, "arm": arm, "seed": seed, "eval": eval_fps, "device": device_type,
@@ -436,8 +440,10 @@ def _one_run(cfg: BenchConfig, arm: str, n: int, seed: int, subset, h: str, name
     total_steps = arm_steps(cfg, arm)
     if arm == "pretrain":
         init, base, reused = _pretrained(cfg, seed, ctx, name)
-        extra = {"pretrained_from": base, "pretrain_reused": reused, "pretrain_steps": cfg.steps}
-        model, log = train_segmenter(cfg, real, [], "real", seed, dev, progress=ctx["progress"], desc=name, init=init)
+        extra = {"pretrained_from": base, "pretrain_reused": reused, "pretrain_steps": cfg.steps,
+                 "finetune_lr": cfg.finetune_lr or cfg.lr}
+        ft = dataclasses.replace(cfg, lr=cfg.finetune_lr) if cfg.finetune_lr is not None else cfg
+        model, log = train_segmenter(ft, real, [], "real", seed, dev, progress=ctx["progress"], desc=name, init=init)
     else:
         if arm == "real-2x":
             cfg = dataclasses.replace(cfg, steps=2 * cfg.steps)

@@ -69,6 +69,8 @@ class BenchConfig:
             fine-tuned on the real subset with the 'real' arm's schedule: twice the steps in all),
             'real-2x' (real patches only with twice the steps: the compute-matched control of 'pretrain';
             its cell at the largest regime is also the plateau run).
+        finetune_lr: peak learning rate of the 'pretrain' arm's real fine-tune (same warm-up and schedule);
+            None: ``lr``, the 'real' arm's. Fine-tuning a pretrained network usually takes a smaller one.
         augment: 'strong' (geometry, elastic, photometric, noise) or 'light' (flips, rot90, mild
             brightness/contrast); the same in every arm.
         preprocess: 'rgb' (as stored) or 'green_clahe' (the green channel with CLAHE, as grey RGB),
@@ -103,6 +105,7 @@ class BenchConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"
+    finetune_lr: float | None = None
     arms: tuple[str, ...] = ("real", "real+synth", "synth")
     synth_ratio: float = 0.5
     regimes: tuple[int, ...] = (2, 5, 20)
@@ -160,6 +163,9 @@ class BenchConfig:
             raise ConfigError(f"bench.size must be >= 16, got {self.size!r}.")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ConfigError(f"bench.lr must be > 0, got {self.lr!r}.")
+        if self.finetune_lr is not None and not (isinstance(self.finetune_lr, (int, float))
+                                                 and not isinstance(self.finetune_lr, bool) and self.finetune_lr > 0):
+            raise ConfigError(f"bench.finetune_lr must be null or > 0, got {self.finetune_lr!r}.")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError(f"bench.weight_decay must be >= 0, got {self.weight_decay!r}.")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from retinasynth.errors import ConfigError
-from retinasynth.models.networks import NORMS, PatchDiscriminator, UnetGenerator, init_weights
+from retinasynth.models.networks import NORMS, UPSAMPLES, PatchDiscriminator, UnetGenerator, init_weights
 
 GENERATORS = {"unet": UnetGenerator}
 DISCRIMINATORS = {"patchgan": PatchDiscriminator}
@@ -28,6 +28,7 @@ class ModelConfig:
     depth: int | None = None  # None: log2 of the training crop (max 8)
     norm: str = "instance"
     dropout: float = 0.5
+    upsample: str = "transpose"  # or 'resize': nearest x2 + 3x3 conv, no checkerboard (networks.up_layer)
     coords: bool = True
     discriminator: str = "patchgan"
     ndf: int = 64
@@ -47,6 +48,8 @@ class ModelConfig:
                 raise ConfigError(f"model.{field} must be a positive integer, got {getattr(self, field)!r}.")
         if self.depth is not None and not 5 <= self.depth <= 10:
             raise ConfigError(f"model.depth must be between 5 and 10 (or null for auto), got {self.depth!r}.")
+        if self.upsample not in UPSAMPLES:
+            raise ConfigError(f"unknown model.upsample {self.upsample!r}; valid: {', '.join(UPSAMPLES)}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}.")
 
@@ -66,7 +69,7 @@ class ModelConfig:
 
 def create_generator(cfg: ModelConfig, depth: int) -> nn.Module:
     net = GENERATORS[cfg.generator](in_channels=cfg.in_channels, out_channels=3, ngf=cfg.ngf, depth=depth,
-                                    norm=cfg.norm, dropout=cfg.dropout)
+                                    norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample)
     return init_weights(net)
 
 

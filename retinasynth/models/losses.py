@@ -36,3 +36,20 @@ class GANLoss:
 
     def __call__(self, logits: torch.Tensor, real: bool, for_disc: bool = True) -> torch.Tensor:
         return self._fn(logits, real, for_disc)
+
+
+def reconstruction_l1(fake: torch.Tensor, real: torch.Tensor, cond: torch.Tensor, vessel_weight: float = 0.0,
+                      ) -> torch.Tensor:
+    """Mean absolute error; with ``vessel_weight`` > 0, pixels on or next to a vessel of the condition's mask
+    (channel 0, in [-1, 1]; dilated by one pixel so both vessel edges count) weigh ``1 + vessel_weight``.
+
+    The weights are normalised (sum(w * |d|) / sum(w)), so the loss keeps the scale of a plain L1 and
+    ``l1_weight`` keeps its meaning; only the share of the error that vessels carry changes. Vessels cover
+    ~10% of a fundus image, so a plain L1 lets thin vessels fade at little cost.
+    """
+    d = (fake.float() - real.float()).abs()
+    if vessel_weight <= 0:
+        return d.mean()
+    near = F.max_pool2d((cond[:, :1].float() > 0).float(), 3, 1, 1)
+    w = 1.0 + vessel_weight * near
+    return (d * w).mean() / w.mean()

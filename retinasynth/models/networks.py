@@ -15,6 +15,18 @@ from torch import nn
 from retinasynth.errors import ConfigError
 
 NORMS = ("instance", "batch", "none")
+UPSAMPLES = ("transpose", "resize")
+
+
+def up_layer(kind: str, cin: int, cout: int, bias: bool) -> nn.Module:
+    """x2 up-sampling. 'transpose': pix2pix's stride-2 4x4 transposed convolution. 'resize': nearest x2
+    then a 3x3 convolution (Odena et al., 2016), which cannot produce the transposed convolution's
+    checkerboard (uneven kernel overlap) at ~2.25x its FLOPs."""
+    if kind == "transpose":
+        return nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)
+    if kind == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias))
+    raise ConfigError(f"unknown upsample {kind!r}; valid: {', '.join(UPSAMPLES)}.")
 
 
 def norm_layer(kind: str):
@@ -32,20 +44,20 @@ class _UnetBlock(nn.Module):
 
     def __init__(self, outer: int, inner: int, in_ch: int | None = None, sub: nn.Module | None = None,
                  outermost: bool = False, innermost: bool = False, norm=nn.InstanceNorm2d,
-                 dropout: float = 0.0, out_ch: int | None = None) -> None:
+                 dropout: float = 0.0, out_ch: int | None = None, upsample: str = "transpose") -> None:
         super().__init__()
         self.outermost = outermost
         in_ch = in_ch or outer
         down = [nn.Conv2d(in_ch, inner, 4, 2, 1, bias=not isinstance(norm(1), nn.BatchNorm2d))]
         if outermost:
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, out_ch or outer, 4, 2, 1), nn.Tanh()]
+            up = [nn.ReLU(True), up_layer(upsample, inner * 2, out_ch or outer, True), nn.Tanh()]
             layers = down + [sub] + up
         elif innermost:
             # No norm at the bottleneck: at 1x1 a per-sample norm would zero the features.
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False), norm(outer)]
+            up = [nn.ReLU(True), up_layer(upsample, inner, outer, False), norm(outer)]
             layers = [nn.LeakyReLU(0.2, True)] + down + up
         else:
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False), norm(outer)]
+            up = [nn.ReLU(True), up_layer(upsample, inner * 2, outer, False), norm(outer)]
             layers = [nn.LeakyReLU(0.2, True)] + down + [norm(inner), sub] + up
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
@@ -65,11 +77,14 @@ class UnetGenerator(nn.Module):
         depth: number of down-sampling levels (>= 5); the input side must be a multiple of 2**depth.
         norm: 'instance', 'batch' or 'none'.
         dropout: dropout in the three innermost decoder blocks (the stochastic mode uses it).
+        upsample: 'transpose' (pix2pix) or 'resize' (nearest x2 + 3x3 convolution: no checkerboard).
     """
 
     def __init__(self, in_channels: int = 2, out_channels: int = 3, ngf: int = 64, depth: int = 8,
-                 norm: str = "instance", dropout: float = 0.5) -> None:
+                 norm: str = "instance", dropout: float = 0.5, upsample: str = "transpose") -> None:
         super().__init__()
+        if upsample not in UPSAMPLES:
+            raise ConfigError(f"unknown upsample {upsample!r}; valid: {', '.join(UPSAMPLES)}.")
         if depth < 5:
             raise ConfigError(f"generator depth must be >= 5, got {depth}.")
         if ngf < 1:
@@ -78,14 +93,15 @@ class UnetGenerator(nn.Module):
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}.")
         nl = norm_layer(norm)
         self.depth = depth
-        block = _UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=nl)
+        block = _UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=nl, upsample=upsample)
         for i in range(depth - 5):
-            block = _UnetBlock(ngf * 8, ngf * 8, sub=block, norm=nl, dropout=dropout if i < 3 else 0.0)
-        block = _UnetBlock(ngf * 4, ngf * 8, sub=block, norm=nl)
-        block = _UnetBlock(ngf * 2, ngf * 4, sub=block, norm=nl)
-        block = _UnetBlock(ngf, ngf * 2, sub=block, norm=nl)
+            block = _UnetBlock(ngf * 8, ngf * 8, sub=block, norm=nl, dropout=dropout if i < 3 else 0.0,
+                               upsample=upsample)
+        block = _UnetBlock(ngf * 4, ngf * 8, sub=block, norm=nl, upsample=upsample)
+        block = _UnetBlock(ngf * 2, ngf * 4, sub=block, norm=nl, upsample=upsample)
+        block = _UnetBlock(ngf, ngf * 2, sub=block, norm=nl, upsample=upsample)
         self.model = _UnetBlock(ngf, ngf, in_ch=in_channels, sub=block, outermost=True, norm=nl,
-                                out_ch=out_channels)
+                                out_ch=out_channels, upsample=upsample)
 
     def check_size(self, h: int, w: int) -> None:
         m = 2 ** self.depth

@@ -28,6 +28,7 @@ class TrainConfig:
     decay_start: float = 0.5
     gan_loss: str = "vanilla"
     l1_weight: float = 100.0
+    vessel_l1: float = 0.0  # extra L1 weight on vessel pixels (models.losses.reconstruction_l1); 0 = plain L1
     ema_decay: float = 0.999
     seed: int = 0
     val_count: int = 2  # training-split images held out for sample grids and validation L1
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ConfigError(f"unknown train.gan_loss {self.gan_loss!r}; valid: {', '.join(GAN_LOSSES)}.")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"unknown train.amp {self.amp!r}; valid: {', '.join(AMP_MODES)}.")
+        if not isinstance(self.vessel_l1, (int, float)) or isinstance(self.vessel_l1, bool) or self.vessel_l1 < 0:
+            raise ConfigError(f"train.vessel_l1 must be a number >= 0, got {self.vessel_l1!r}.")
         if self.l1_weight < 0:
             raise ConfigError(f"train.l1_weight must be >= 0, got {self.l1_weight!r}.")
         if not isinstance(self.val_count, int) or self.val_count < 0:

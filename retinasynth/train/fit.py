@@ -19,7 +19,7 @@ from retinasynth.data.transforms import apply_paired, gan_augmentation
 from retinasynth.errors import RetinaSynthError
 from retinasynth.models.condition import image_to_tensor, make_condition, tensor_to_image
 from retinasynth.models.factory import create_discriminator, create_generator
-from retinasynth.models.losses import GANLoss
+from retinasynth.models.losses import GANLoss, reconstruction_l1
 from retinasynth.provenance import run_record, write_png_atomic
 from retinasynth.scaleout import Ranks as _Dist  # one definition of rank/world/local_rank for all commands
 from retinasynth.scaleout import shutdown
@@ -238,7 +238,7 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, G, D, ema, opt_g,
         scaler.step(opt_d)
         with autocast():
             g_gan = gan(D(torch.cat([cond, fake], 1)), True, for_disc=False)
-            g_l1 = (fake.float() - real.float()).abs().mean()
+            g_l1 = reconstruction_l1(fake, real, cond, t.vessel_l1)
             g_loss = g_gan + t.l1_weight * g_l1
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
