@@ -29,6 +29,10 @@ class TrainConfig:
     gan_loss: str = "vanilla"
     l1_weight: float = 100.0
     vessel_l1: float = 0.0  # extra L1 weight on vessel pixels (models.losses.reconstruction_l1); 0 = plain L1
+    # Vessel consistency: a segmenter trained on this fit's training images (consistency_steps steps, then
+    # frozen) reads G(mask); its Dice + BCE against the mask, times this weight, joins the generator loss.
+    consistency: float = 0.0
+    consistency_steps: int = 600
     ema_decay: float = 0.999
     seed: int = 0
     val_count: int = 2  # training-split images held out for sample grids and validation L1
@@ -41,7 +45,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads; None = all cores
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "log_every", "sample_every", "ckpt_every")
+        positive = ("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "consistency_steps")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -63,6 +67,9 @@ class TrainConfig:
             raise ConfigError(f"unknown train.gan_loss {self.gan_loss!r}; valid: {', '.join(GAN_LOSSES)}.")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"unknown train.amp {self.amp!r}; valid: {', '.join(AMP_MODES)}.")
+        if not isinstance(self.consistency, (int, float)) or isinstance(self.consistency, bool) \
+                or self.consistency < 0:
+            raise ConfigError(f"train.consistency must be a number >= 0, got {self.consistency!r}.")
         if not isinstance(self.vessel_l1, (int, float)) or isinstance(self.vessel_l1, bool) or self.vessel_l1 < 0:
             raise ConfigError(f"train.vessel_l1 must be a number >= 0, got {self.vessel_l1!r}.")
         if self.l1_weight < 0:

@@ -185,6 +185,8 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
         out.mkdir(parents=True, exist_ok=True)
         ck.write_run_config(out, payload)
 
+    seg = _consistency_segmenter(cfg, train, out, dev, dd, progress) if t.consistency > 0 else None
+
     if dd.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -204,7 +206,7 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
             state["rng_cuda"] = torch.cuda.get_rng_state(dev)
         ck.save_checkpoint(out, G, ema, state)
 
-    loop = dict(G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, sch_g=sch_g, sch_d=sch_d, scaler=scaler,
+    loop = dict(seg=seg, G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, sch_g=sch_g, sch_d=sch_d, scaler=scaler,
                 amp_dtype=amp_dtype, channels_last=channels_last, dev=dev, train=train, val=val, dd=dd)
     end = min(t.steps, stop_at) if stop_at else t.steps
     _train_loop(cfg, out, start, end, checkpoint, progress, **loop)
@@ -216,7 +218,46 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
     return out
 
 
-def _train_loop(cfg, out, start, end, checkpoint, progress, *, G, D, ema, opt_g, opt_d, sch_g, sch_d, scaler,
+def _consistency_segmenter(cfg, train, out: Path, dev, dd, progress: bool):
+    """The frozen reader of the vessel-consistency loss: a small smp U-Net trained on this fit's own
+    training images (never on held-out or test ones), saved in the run so that a resume reuses it.
+
+    It reads RGB as stored (no CLAHE, which is not differentiable), on the benchmark's default network and
+    patch; with its gradient the generator learns to draw every vessel of the mask visibly enough to be
+    segmented, and nothing vessel-like where the mask has none.
+    """
+    from retinasynth.bench.config import BenchConfig
+    from retinasynth.bench.segmenter import load_segmenter, save_segmenter, train_segmenter
+
+    path = out / "consistency_segmenter.safetensors"
+    # Its training and loading draw random numbers (seeding, initialisation); kept off the fit's generator
+    # so that a resumed run, which only loads it, continues exactly like an uninterrupted one.
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        if dd.main and not path.is_file():
+            side = cfg.data.size
+            bc = BenchConfig(preprocess="rgb", augment="light", steps=cfg.train.consistency_steps, size=side,
+                             patch=min(96, side - side % 16), regimes=(1,), seeds=(cfg.train.seed,))
+            model, _ = train_segmenter(bc, train, [], "real", cfg.train.seed, dev, progress=progress,
+                                       desc="consistency segmenter")
+            save_segmenter(path, model, bc)
+        if dd.world > 1:
+            dist.barrier()
+        model, _ = load_segmenter(path, dev)
+    return model.eval().requires_grad_(False)
+
+
+def _consistency_loss(seg, fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """Dice + BCE of the frozen segmenter on G's output against the condition's vessel mask (channel 0)."""
+    from retinasynth.bench.sampling import MEAN, STD
+    from retinasynth.bench.segmenter import SegLoss
+
+    mean = torch.as_tensor(MEAN, device=fake.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(STD, device=fake.device).view(1, 3, 1, 1)
+    x = ((fake.float() + 1) / 2 - mean) / std  # G's [-1, 1] -> the segmenter's ImageNet-normalised input
+    return SegLoss().to(fake.device)(seg(x), (cond[:, :1].float() > 0).float())
+
+
+def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, opt_g, opt_d, sch_g, sch_d, scaler,
                 amp_dtype, channels_last, dev, train, val, dd) -> None:
     t = cfg.train
     gan = GANLoss(t.gan_loss)
@@ -240,6 +281,9 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, G, D, ema, opt_g,
             g_gan = gan(D(torch.cat([cond, fake], 1)), True, for_disc=False)
             g_l1 = reconstruction_l1(fake, real, cond, t.vessel_l1)
             g_loss = g_gan + t.l1_weight * g_l1
+            if seg is not None:
+                g_cons = _consistency_loss(seg, fake, cond)
+                g_loss = g_loss + t.consistency * g_cons
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
         scaler.step(opt_g)
@@ -252,6 +296,8 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, G, D, ema, opt_g,
             continue
         if done % t.log_every == 0 or done == t.steps:
             losses = {"d": d_loss.item(), "g_gan": g_gan.item(), "g_l1": g_l1.item()}
+            if seg is not None:
+                losses["g_consistency"] = g_cons.item()
             if not all(np.isfinite(v) for v in losses.values()):
                 raise RetinaSynthError(f"training diverged at step {done} (losses {losses}); lower train.lr "
                                        "or try train.gan_loss=lsgan, then start a new run.")
