@@ -360,6 +360,33 @@ def test_finetune_lr_changes_only_the_pretrain_fine_tune(tmp_path, real_root, sy
         tiny("finetune_lr=0")
 
 
+def test_pretrain_mix_pretrains_per_regime_on_real_and_synthetic_patches(tmp_path, real_root, synth_dir,
+                                                                         monkeypatch):
+    calls = []
+    real_train = bench_mod.train_segmenter
+
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+        calls.append((arm, len(real), len(synth), init is not None, cfg.synth_ratio))
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+
+    monkeypatch.setattr(bench_mod, "train_segmenter", spy)
+    cfg = tiny("arms=synth,pretrain", "regimes=[1,2]", "steps=2", "pretrain_mix=0.25")
+    res = benchmark_downstream(real_root, synth_dir, tmp_path / "o", cfg, progress=False)
+    # the synth arm once; then per regime a pretraining on 75% synthetic / 25% real patches, and its fine-tune
+    assert calls == [("synth", 0, 3, False, 0.5), ("real+synth", 1, 3, False, 0.75), ("real", 1, 0, True, 0.5),
+                     ("real+synth", 2, 3, False, 0.75), ("real", 2, 0, True, 0.5)]
+    pre = [r for r in res["runs"] if r["arm"] == "pretrain"]
+    assert [r["pretrain_mix"] for r in pre] == [0.25, 0.25] and pre[0]["pretrained_from"] != pre[1]["pretrained_from"]
+    assert res["arm_steps"]["pretrain"] == 4  # same steps as before: real-2x stays its compute-matched control
+    args = (1, 0, "subset", "synth", {}, "cpu")
+    for arm in ("real", "synth", "real+synth"):
+        assert bench_mod.run_hash(tiny(), arm, *args) == bench_mod.run_hash(tiny("pretrain_mix=0.25"), arm, *args)
+    assert bench_mod.run_hash(tiny(), "pretrain", *args) != bench_mod.run_hash(tiny("pretrain_mix=0.25"),
+                                                                               "pretrain", *args)
+    with pytest.raises(ConfigError, match=r"bench.pretrain_mix must be in \[0, 1\)"):
+        tiny("pretrain_mix=1")
+
+
 def test_pretraining_equals_synth_arm_bit_for_bit(tmp_path, real_root, synth_dir):
     """The pretrain arm fine-tunes exactly the synth arm's model: same result whether the pretraining was
     trained in this run or loaded from the cache."""

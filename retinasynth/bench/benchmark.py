@@ -61,9 +61,9 @@ RUN_FORMAT = 2
 _NOT_IN_HASH = ("profile", "arms", "regimes", "seeds", "bootstrap", "threads", "plateau")
 # Settings that change only how a model is scored, not how it is trained.
 _EVAL_ONLY = ("infer_tile", "infer_overlap", "threshold", "cldice", "eval", "val_count", "val_seed")
-# Settings of the 'pretrain' arm's fine-tune only: in no other arm's hash (nor the pretraining's), and left
-# out of every hash at their default so that cells recorded before they existed stay valid.
-_FINETUNE_ONLY = ("finetune_lr",)
+# Settings of the 'pretrain' arm only: in no other arm's hash, and left out of every hash at their default so
+# that cells recorded before they existed stay valid. The pretraining's key adds pretrain_mix itself.
+_PRETRAIN_ONLY = {"finetune_lr": None, "pretrain_mix": 0.0}
 
 
 def run_name(arm: str, regime: int, seed: int) -> str:
@@ -86,10 +86,14 @@ def val_ids(ids: list[str], cfg: BenchConfig) -> list[str]:
     return sorted(ordered[int(i)] for i in idx)
 
 
-def pretrain_key(cfg: BenchConfig, seed: int, synth_fp: str | None, device_type: str) -> str:
-    """What the synthetic pretraining (= the 'synth' arm's model) depends on: config, seed, synthetic set."""
-    c = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_HASH + _EVAL_ONLY + _FINETUNE_ONLY}
+def pretrain_key(cfg: BenchConfig, seed: int, synth_fp: str | None, device_type: str,
+                 subset_fp: str | None = None) -> str:
+    """What the pretraining depends on: config, seed, synthetic set; with ``pretrain_mix`` > 0 also the share
+    and the real subset (with 0 it is the 'synth' arm's model)."""
+    c = {k: v for k, v in cfg.to_dict().items() if k not in (*_NOT_IN_HASH, *_EVAL_ONLY, *_PRETRAIN_ONLY)}
     key = {"format": RUN_FORMAT, "config": c, "seed": seed, "synth": synth_fp, "device": device_type}
+    if cfg.pretrain_mix > 0:
+        key.update(pretrain_mix=cfg.pretrain_mix, real=subset_fp)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()
 
 
@@ -112,7 +116,7 @@ def run_hash(cfg: BenchConfig, arm: str, regime: int, seed: int, subset_fp: str 
     """sha256 of everything a run's result depends on. The synth arm sees no real image, so its hash
     leaves out the regime and the subset: equal hashes mean identical runs."""
     c = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_HASH
-         and not (k in _FINETUNE_ONLY and (arm != "pretrain" or v is None))}
+         and not (k in _PRETRAIN_ONLY and (arm != "pretrain" or v == _PRETRAIN_ONLY[k]))}
     if arm == "real":
         c.pop("synth_ratio")
     key = {"format": RUN_FORMAT, "config": c, "arm": arm, "seed": seed, "eval": eval_fps, "device": device_type,
@@ -414,10 +418,12 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, test_data, pr
     return results
 
 
-def _pretrained(cfg: BenchConfig, seed: int, ctx: dict, desc: str, model=None) -> tuple[dict, str, bool]:
+def _pretrained(cfg: BenchConfig, seed: int, ctx: dict, desc: str, model=None, real=()) -> tuple[dict, str, bool]:
     """Weights of the synthetic pretraining of ``seed``: loaded from OUT/models if this exact pretraining
-    was done before (by the 'synth' arm or another regime), else trained now and saved there."""
-    key = pretrain_key(cfg, seed, ctx["synth_fp"], ctx["dev"].type)
+    was done before (by the 'synth' arm or another regime), else trained now and saved there. With
+    ``pretrain_mix`` > 0 it also draws real patches from ``real`` (the regime's subset)."""
+    mix = cfg.pretrain_mix
+    key = pretrain_key(cfg, seed, ctx["synth_fp"], ctx["dev"].type, _samples_fingerprint(real) if mix else None)
     path = ctx["models"] / f"pretrain_base_{key[:16]}.safetensors"
     if model is not None:  # the 'synth' arm just trained exactly this model: keep it for 'pretrain'
         save_segmenter(path, model, cfg)
@@ -425,8 +431,12 @@ def _pretrained(cfg: BenchConfig, seed: int, ctx: dict, desc: str, model=None) -
     if path.is_file():
         m, _ = load_segmenter(path)
         return m.state_dict(), str(path), True
-    m, _ = train_segmenter(cfg, [], ctx["synth"], "synth", seed, ctx["dev"], progress=ctx["progress"],
-                           desc=desc + " (pretrain)")
+    if mix:
+        m, _ = train_segmenter(dataclasses.replace(cfg, synth_ratio=1.0 - mix), list(real), ctx["synth"],
+                               "real+synth", seed, ctx["dev"], progress=ctx["progress"], desc=desc + " (pretrain)")
+    else:
+        m, _ = train_segmenter(cfg, [], ctx["synth"], "synth", seed, ctx["dev"], progress=ctx["progress"],
+                               desc=desc + " (pretrain)")
     save_segmenter(path, m, cfg)
     return {k: v.detach().clone() for k, v in m.state_dict().items()}, str(path), False
 
@@ -439,9 +449,9 @@ def _one_run(cfg: BenchConfig, arm: str, n: int, seed: int, subset, h: str, name
     extra: dict = {}
     total_steps = arm_steps(cfg, arm)
     if arm == "pretrain":
-        init, base, reused = _pretrained(cfg, seed, ctx, name)
+        init, base, reused = _pretrained(cfg, seed, ctx, name, real=real)
         extra = {"pretrained_from": base, "pretrain_reused": reused, "pretrain_steps": cfg.steps,
-                 "finetune_lr": cfg.finetune_lr or cfg.lr}
+                 "finetune_lr": cfg.finetune_lr or cfg.lr, "pretrain_mix": cfg.pretrain_mix}
         ft = dataclasses.replace(cfg, lr=cfg.finetune_lr) if cfg.finetune_lr is not None else cfg
         model, log = train_segmenter(ft, real, [], "real", seed, dev, progress=ctx["progress"], desc=name, init=init)
     else:
@@ -449,7 +459,7 @@ def _one_run(cfg: BenchConfig, arm: str, n: int, seed: int, subset, h: str, name
             cfg = dataclasses.replace(cfg, steps=2 * cfg.steps)
         model, log = train_segmenter(cfg, real, synth, "real" if arm == "real-2x" else arm, seed, dev,
                                      progress=ctx["progress"], desc=name)
-        if arm == "synth":
+        if arm == "synth" and not cfg.pretrain_mix:
             _pretrained(cfg, seed, ctx, name, model=model)
     # Kept for reuse, e.g. as the consistency filter of `retinasynth synthesize --filter-model`.
     save_segmenter(ctx["models"] / f"{name}.safetensors", model, cfg)

@@ -71,6 +71,10 @@ class BenchConfig:
             its cell at the largest regime is also the plateau run).
         finetune_lr: peak learning rate of the 'pretrain' arm's real fine-tune (same warm-up and schedule);
             None: ``lr``, the 'real' arm's. Fine-tuning a pretrained network usually takes a smaller one.
+        pretrain_mix: share of real patches in the 'pretrain' arm's pretraining batches. 0: synthetic only
+            (the pretraining is the 'synth' arm's model, shared by every regime); > 0: each batch element
+            is a real patch of the regime's subset with this probability, so the pretraining is trained
+            per regime and seed (same steps: 'real-2x' stays the compute-matched control).
         augment: 'strong' (geometry, elastic, photometric, noise) or 'light' (flips, rot90, mild
             brightness/contrast); the same in every arm.
         preprocess: 'rgb' (as stored) or 'green_clahe' (the green channel with CLAHE, as grey RGB),
@@ -106,6 +110,7 @@ class BenchConfig:
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"
     finetune_lr: float | None = None
+    pretrain_mix: float = 0.0
     arms: tuple[str, ...] = ("real", "real+synth", "synth")
     synth_ratio: float = 0.5
     regimes: tuple[int, ...] = (2, 5, 20)
@@ -166,6 +171,10 @@ class BenchConfig:
         if self.finetune_lr is not None and not (isinstance(self.finetune_lr, (int, float))
                                                  and not isinstance(self.finetune_lr, bool) and self.finetune_lr > 0):
             raise ConfigError(f"bench.finetune_lr must be null or > 0, got {self.finetune_lr!r}.")
+        if not (isinstance(self.pretrain_mix, (int, float)) and not isinstance(self.pretrain_mix, bool)
+                and 0.0 <= self.pretrain_mix < 1.0):
+            raise ConfigError(f"bench.pretrain_mix must be in [0, 1) (share of real patches in the pretraining "
+                              f"batches), got {self.pretrain_mix!r}.")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError(f"bench.weight_decay must be >= 0, got {self.weight_decay!r}.")
         if self.lr_schedule not in LR_SCHEDULES:
