@@ -109,13 +109,17 @@ def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, devi
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="Where to write metrics.json, per_image.csv, comparison.png [RUN/eval-SPLIT].")
 @click.option("--raw", is_flag=True, help="Use the raw generator weights instead of the EMA copy.")
+@click.option("--reader-steps", type=click.IntRange(min=0), default=600, show_default=True,
+              help="Steps of the vessel-consistency reader (a segmenter trained on the run's training images "
+                   "that reads rendered and real images); 0 skips the proxy.")
 @_device_option
-def evaluate(run_dir, data_path, split, out_dir, raw, device) -> None:
+def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, device) -> None:
     """MSE, SSIM and PSNR of generated vs real images: the notebook's protocol and a sound one."""
     from retinasynth.train.evaluate import evaluate as run_eval
     from retinasynth.train.evaluate import format_result
 
-    click.echo(format_result(run_eval(run_dir, data_path, split, out_dir, ema=not raw, device=device)))
+    click.echo(format_result(run_eval(run_dir, data_path, split, out_dir, ema=not raw, device=device,
+                                      reader_steps=reader_steps)))
 
 
 @main.command()

@@ -350,13 +350,16 @@ def test_synthesize_damaged_filter_model(run_dir, segmenter_ckpt, tmp_path, how)
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------
+READER = ["--reader-steps", "2"]  # the vessel-consistency reader runs, on the damaged inputs too, in seconds
+
+
 @pytest.mark.parametrize("name", ["config.json", "generator_ema.safetensors", "generator.safetensors"])
 @pytest.mark.parametrize("how", FEW)
 def test_evaluate_damaged_run(run_copy, data_root, tmp_path, name, how):
     damage(run_copy / name, how)
     out = tmp_path / "eval"
     raw = ["--raw"] if name == "generator.safetensors" else []
-    code, output = invoke("evaluate", "--run", run_copy, "--data", data_root, "--out", out, *raw)
+    code, output = invoke("evaluate", "--run", run_copy, "--data", data_root, "--out", out, *raw, *READER)
     check(code, output)
     if code == 2:
         assert listing(out) == []
@@ -371,7 +374,7 @@ def test_evaluate_damaged_data(run_dir, data_copy, splits, tmp_path, kind, how):
     else:
         damage(f, how)
     out = tmp_path / "eval"
-    code, output = invoke("evaluate", "--run", run_dir, "--data", data_copy, "--out", out)
+    code, output = invoke("evaluate", "--run", run_dir, "--data", data_copy, "--out", out, *READER)
     check(code, output)
     if code == 2:
         assert listing(out) == []

@@ -466,13 +466,17 @@ def test_sound_ssim_ignores_pixels_just_outside_fov():
 
 def test_cli_evaluate_writes_metrics(cli, run_dir, data_root, tmp_path):
     out = tmp_path / "eval"
-    r = cli("evaluate", "--run", run_dir, "--data", data_root, "--split", "test", "--out", out)
+    r = cli("evaluate", "--run", run_dir, "--data", data_root, "--split", "test", "--out", out, "--reader-steps", "3")
     assert r.exit_code == 0, r.output
-    assert "notebook protocol" in r.output and "sound protocol" in r.output
+    assert "notebook protocol" in r.output and "sound protocol" in r.output and "vessel consistency" in r.output
     assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "metrics.json", "per_image.csv"]
     m = json.loads((out / "metrics.json").read_text())
     assert m["split"] == "test" and m["n_images"] == 2 and m["weights"] == "ema"
     assert m["weights_sha256"] == sha256_file(run_dir / ck.WEIGHTS_EMA)
+    vc = m["vessel_consistency"]
+    assert vc["reader"]["steps"] == 3 and vc["reader"]["trained_on"] == "3 training images of the run"
+    assert 0 <= vc["rendered"]["mean"] <= 1 and 0 <= vc["real"]["mean"] <= 1 and vc["rendered"]["n"] == 2
+    assert vc["ratio"] == pytest.approx(vc["rendered"]["mean"] / vc["real"]["mean"])
     for proto in ("notebook_protocol", "sound_protocol"):
         for k in ("mse", "ssim", "psnr"):
             sc = m[proto]["scores"][k]
@@ -486,6 +490,28 @@ def test_cli_evaluate_writes_metrics(cli, run_dir, data_root, tmp_path):
 
     grid = cv2.imread(str(out / "comparison.png"))
     assert grid.shape == (2 * 64, 3 * 64, 3)  # two test images, mask | generated | real
+
+
+def test_vessel_consistency_dice_hand_value():
+    """A reader that calls every pixel a vessel: Dice = 2|M| / (|FOV| + |M|) inside the FOV, for both images."""
+    from types import SimpleNamespace
+
+    from retinasynth.bench.config import BenchConfig
+    from retinasynth.train.evaluate import _consistency_row
+
+    class AllVessel(nn.Module):
+        def forward(self, x):
+            return torch.full_like(x[:, :1], 10.0)
+
+    fov = np.zeros((32, 32), bool)
+    fov[4:28, 4:28] = True  # 576 pixels
+    mask = np.zeros((32, 32), bool)
+    mask[10:20, 15] = True  # 10 vessel pixels
+    mask[0, 0] = True  # outside the FOV: ignored
+    s = SimpleNamespace(image=np.zeros((32, 32, 3), np.uint8), mask=mask, fov=fov)
+    reader = {"model": AllVessel(), "cfg": BenchConfig(size=32, patch=32), "device": torch.device("cpu")}
+    row = _consistency_row(reader, np.full((32, 32, 3), 9, np.uint8), s)
+    assert row == {"consistency_rendered_dice": pytest.approx(20 / 586), "consistency_real_dice": pytest.approx(20 / 586)}
 
 
 def test_cli_evaluate_refuses_training_data(cli, run_dir, data_root):

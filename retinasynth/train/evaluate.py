@@ -33,13 +33,22 @@ def _notebook_view(img: np.ndarray, size: int) -> np.ndarray:
 
 def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", out: str | Path | None = None,
              notebook_size: int = 256, ema: bool = True, n_grid: int = 4, progress: bool = True,
-             device: str | None = None) -> dict:
+             device: str | None = None, reader_steps: int = 600) -> dict:
     """Score the run's generator on ``split`` of ``data_root`` under both protocols; write the results.
 
     Writes ``metrics.json``, ``per_image.csv`` and ``comparison.png`` (mask | generated | real) into
     ``out`` (default ``RUN_DIR/eval-<split>``). Also scores a trivial predictor, the mean training
     image, so the numbers can be read against what needs no model at all.
+
+    With ``reader_steps`` > 0 it also reports **vessel consistency**, a proxy for how useful the rendered
+    images are as training data: a segmenter (the benchmark's network and CLAHE input, seed 1) is trained
+    for ``reader_steps`` steps on the run's own training images, then segments each evaluated image's
+    rendering G(mask) and the real photograph; Dice against the mask inside the FOV, for both. Rendered
+    Dice far below real Dice means vessels drawn too faintly; far above, vessels cleaner than real ones.
     """
+    if not isinstance(reader_steps, int) or reader_steps < 0:
+        raise RetinaSynthError(f"reader_steps must be an integer >= 0 (0: no vessel-consistency proxy), got "
+                               f"{reader_steps!r}.")
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     data_cfg = from_dict(DataConfig, cfg["config"]["data"])
@@ -55,6 +64,7 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         raise RetinaSynthError(f"{data_root} split {split!r} is the very data the run was trained on; "
                                "evaluate on a held-out split (--split test).")
     mean_img = _mean_training_image(cfg, data_cfg)
+    reader = _reader(cfg, data_cfg, reader_steps, gen, progress) if reader_steps else None
     rows, grid = [], []
     it = tqdm(ds.samples, desc=f"evaluate {split}", unit="img", disable=not progress)
     for s in it:
@@ -66,7 +76,8 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         rows.append({"id": s.id, **{f"notebook_{k}": v for k, v in nb.items()},
                      **{f"sound_{k}": v for k, v in so.items()},
                      **{f"meanimage_notebook_{k}": v for k, v in mb.items()},
-                     **{f"meanimage_sound_{k}": v for k, v in ms.items()}})
+                     **{f"meanimage_sound_{k}": v for k, v in ms.items()},
+                     **(_consistency_row(reader, fake, s) if reader else {})})
         if len(grid) < n_grid:
             m = np.repeat(s.mask[:, :, None].astype(np.uint8) * 255, 3, axis=2)
             grid.append(np.concatenate([m, fake, s.image], axis=1))
@@ -92,6 +103,12 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         "notebook_reported": dict(NOTEBOOK_REPORTED),
         "record": run_record(),
     }
+    if reader:
+        rd, rl = block("consistency_rendered_"), block("consistency_real_")
+        result["vessel_consistency"] = {
+            "reader": {"network": f"{reader['cfg'].arch}/{reader['cfg'].encoder}", "input": "green_clahe",
+                       "steps": reader_steps, "seed": 1, "trained_on": f"{reader['n']} training images of the run"},
+            "rendered": rd["dice"], "real": rl["dice"], "ratio": rd["dice"]["mean"] / max(rl["dice"]["mean"], 1e-9)}
     nb = result["notebook_protocol"]["scores"]
     result["beats_notebook"] = beats_notebook({k: v["mean"] for k, v in nb.items()})
     write_json_atomic(out / "metrics.json", result)
@@ -103,6 +120,42 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     write_png_atomic(out / "comparison.png", np.concatenate(grid, axis=0))
     result["out"] = str(out)
     return result
+
+
+def _reader(cfg: dict, data_cfg: DataConfig, steps: int, gen, progress: bool) -> dict:
+    """The vessel-consistency proxy's segmenter, trained on the run's training images only."""
+    import dataclasses
+
+    import torch
+
+    from retinasynth.bench.config import BenchConfig
+    from retinasynth.bench.segmenter import train_segmenter
+    from retinasynth.data.preprocess import enhance
+
+    train = [s for s in load_dataset(cfg["data"]["root"], "train", data_cfg) if s.id in set(cfg["data"]["train_ids"])]
+    side = data_cfg.size
+    bc = BenchConfig(preprocess="green_clahe", augment="light", steps=steps, size=side,
+                     patch=min(96, side - side % 16), regimes=(1,), seeds=(1,))
+    samples = [dataclasses.replace(s, image=enhance(s.image, bc.preprocess)) for s in train]
+    with torch.random.fork_rng(devices=[gen.device] if gen.device.type == "cuda" else []):
+        model, _ = train_segmenter(bc, samples, [], "real", 1, gen.device, progress=progress,
+                                   desc="vessel-consistency reader")
+    return {"model": model, "cfg": bc, "n": len(samples), "device": gen.device}
+
+
+def _consistency_row(reader: dict, fake: np.ndarray, s) -> dict:
+    from retinasynth.bench.segmenter import predict_prob
+    from retinasynth.data.preprocess import enhance
+
+    out = {}
+    for name, img in (("rendered", fake), ("real", s.image)):
+        prob = predict_prob(reader["model"], enhance(img, reader["cfg"].preprocess), reader["device"],
+                            reader["cfg"].multiple)
+        pred, ref, fov = prob >= 0.5, s.mask.astype(bool), s.fov.astype(bool)
+        inter = np.logical_and(pred, ref)[fov].sum()
+        denom = pred[fov].sum() + ref[fov].sum()
+        out[f"consistency_{name}_dice"] = float(2 * inter / denom) if denom else 1.0
+    return out
 
 
 def _mean_training_image(cfg: dict, data_cfg: DataConfig) -> np.ndarray:
@@ -132,4 +185,8 @@ def format_result(r: dict) -> str:
         f"sound protocol ({sop['resolution']}x{sop['resolution']}, [0,1], Gaussian SSIM, inside FOV):",
         line("generator", sop["scores"]), line("mean training image (no model)", base["sound_protocol"]),
         f"beats the notebook on all three: {'yes' if r['beats_notebook'] else 'no'}",
+        *([f"vessel consistency (a segmenter trained on the run's training images reads them): Dice on "
+           f"rendered {r['vessel_consistency']['rendered']['mean']:.4f}, on real "
+           f"{r['vessel_consistency']['real']['mean']:.4f} (ratio {r['vessel_consistency']['ratio']:.3f})"]
+          if "vessel_consistency" in r else []),
         f"written to {r['out']}/ (metrics.json, per_image.csv, comparison.png)"])
