@@ -313,14 +313,14 @@ def test_fidelity_levers_fit_end_to_end_and_resume_identically(tmp_path, data_ro
 def test_consistency_loss_gradient_reaches_the_image():
     from retinasynth.bench.config import BenchConfig
     from retinasynth.bench.segmenter import create_segmenter
-    from retinasynth.train.fit import _consistency_loss
+    from retinasynth.train.fit import ConsistencyLoss
 
     torch.manual_seed(0)
     seg = create_segmenter(BenchConfig(size=64, patch=64)).eval().requires_grad_(False)
     fake = torch.zeros(1, 3, 64, 64, requires_grad=True)
     cond = torch.full((1, 4, 64, 64), -1.0)
     cond[:, 0, :, 30:34] = 1.0
-    loss = _consistency_loss(seg, fake, cond)
+    loss = ConsistencyLoss(seg)(fake, cond)
     loss.backward()
     assert loss.item() > 0 and fake.grad.abs().sum() > 0
     assert all(p.grad is None for p in seg.parameters())  # the segmenter stays frozen

@@ -172,6 +172,26 @@ def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], a
     return model, log
 
 
+def train_reader(samples: list[Sample], size: int, steps: int, seed: int, device: torch.device,
+                 preprocess: str = "rgb", progress: bool = False, desc: str = "reader",
+                 ) -> tuple[torch.nn.Module, BenchConfig]:
+    """A segmenter trained on real ``samples`` only, to read generated images: the benchmark's default network,
+    light augmentation, 96-px patches (or the image side), ``preprocess`` applied to its inputs. Its random
+    draws are kept off the caller's generator, so a caller's own seeded sequence is unchanged by it. Used by
+    `fit`'s vessel-consistency loss and by `evaluate`'s vessel-consistency proxy."""
+    import dataclasses
+
+    from retinasynth.data.preprocess import enhance
+
+    cfg = BenchConfig(preprocess=preprocess, augment="light", steps=steps, size=size,
+                      patch=min(96, size - size % 16), regimes=(1,), seeds=(seed,))
+    if preprocess != "rgb":
+        samples = [dataclasses.replace(s, image=enhance(s.image, preprocess)) for s in samples]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model, _ = train_segmenter(cfg, samples, [], "real", seed, device, progress=progress, desc=desc)
+    return model, cfg
+
+
 @torch.no_grad()
 def predict_prob(model: torch.nn.Module, image: np.ndarray, device: torch.device, multiple: int,
                  amp=None, tile: int | None = None, overlap: float = 0.5, batch: int = 4) -> np.ndarray:

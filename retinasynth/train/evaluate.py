@@ -63,8 +63,15 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     if ds.fingerprint() == train_fp:
         raise RetinaSynthError(f"{data_root} split {split!r} is the very data the run was trained on; "
                                "evaluate on a held-out split (--split test).")
-    mean_img = _mean_training_image(cfg, data_cfg)
-    reader = _reader(cfg, data_cfg, reader_steps, gen, progress) if reader_steps else None
+    train = _training_samples(cfg, data_cfg)
+    mean_img = np.clip(np.mean([s.image.astype(np.float64) for s in train], axis=0).round(), 0, 255).astype(np.uint8)
+    reader = None
+    if reader_steps:
+        from retinasynth.bench.segmenter import train_reader
+
+        model, bc = train_reader(train, data_cfg.size, reader_steps, 1, gen.device, preprocess="green_clahe",
+                                 progress=progress, desc="vessel-consistency reader")
+        reader = {"model": model, "cfg": bc, "n": len(train), "device": gen.device}
     rows, grid = [], []
     it = tqdm(ds.samples, desc=f"evaluate {split}", unit="img", disable=not progress)
     for s in it:
@@ -122,50 +129,23 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     return result
 
 
-def _reader(cfg: dict, data_cfg: DataConfig, steps: int, gen, progress: bool) -> dict:
-    """The vessel-consistency proxy's segmenter, trained on the run's training images only."""
-    import dataclasses
-
-    import torch
-
-    from retinasynth.bench.config import BenchConfig
-    from retinasynth.bench.segmenter import train_segmenter
-    from retinasynth.data.preprocess import enhance
-
-    train = [s for s in load_dataset(cfg["data"]["root"], "train", data_cfg) if s.id in set(cfg["data"]["train_ids"])]
-    side = data_cfg.size
-    bc = BenchConfig(preprocess="green_clahe", augment="light", steps=steps, size=side,
-                     patch=min(96, side - side % 16), regimes=(1,), seeds=(1,))
-    samples = [dataclasses.replace(s, image=enhance(s.image, bc.preprocess)) for s in train]
-    with torch.random.fork_rng(devices=[gen.device] if gen.device.type == "cuda" else []):
-        model, _ = train_segmenter(bc, samples, [], "real", 1, gen.device, progress=progress,
-                                   desc="vessel-consistency reader")
-    return {"model": model, "cfg": bc, "n": len(samples), "device": gen.device}
-
-
 def _consistency_row(reader: dict, fake: np.ndarray, s) -> dict:
     from retinasynth.bench.segmenter import predict_prob
     from retinasynth.data.preprocess import enhance
+    from retinasynth.metrics.seg import dice
 
-    out = {}
-    for name, img in (("rendered", fake), ("real", s.image)):
-        prob = predict_prob(reader["model"], enhance(img, reader["cfg"].preprocess), reader["device"],
-                            reader["cfg"].multiple)
-        pred, ref, fov = prob >= 0.5, s.mask.astype(bool), s.fov.astype(bool)
-        inter = np.logical_and(pred, ref)[fov].sum()
-        denom = pred[fov].sum() + ref[fov].sum()
-        out[f"consistency_{name}_dice"] = float(2 * inter / denom) if denom else 1.0
-    return out
+    return {f"consistency_{name}_dice": dice(predict_prob(reader["model"], enhance(img, reader["cfg"].preprocess),
+                                                         reader["device"], reader["cfg"].multiple), s.mask, s.fov)
+            for name, img in (("rendered", fake), ("real", s.image))}
 
 
-def _mean_training_image(cfg: dict, data_cfg: DataConfig) -> np.ndarray:
-    train = load_dataset(cfg["data"]["root"], "train", data_cfg) if Path(cfg["data"]["root"]).is_dir() else None
-    if train is None:
+def _training_samples(cfg: dict, data_cfg: DataConfig) -> list:
+    """The run's own training images (for the mean-image baseline and the consistency reader), loaded once."""
+    if not Path(cfg["data"]["root"]).is_dir():
         raise RetinaSynthError(f"{cfg['data']['root']}: the run's training data folder is gone; it is needed "
                                "for the mean-image baseline.")
     ids = set(cfg["data"]["train_ids"])
-    imgs = [s.image.astype(np.float64) for s in train if s.id in ids]
-    return np.clip(np.mean(imgs, axis=0).round(), 0, 255).astype(np.uint8)
+    return [s for s in load_dataset(cfg["data"]["root"], "train", data_cfg) if s.id in ids]
 
 
 def format_result(r: dict) -> str:

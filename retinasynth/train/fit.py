@@ -218,43 +218,45 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
     return out
 
 
-def _consistency_segmenter(cfg, train, out: Path, dev, dd, progress: bool):
-    """The frozen reader of the vessel-consistency loss: a small smp U-Net trained on this fit's own
+def _consistency_segmenter(cfg, train, out: Path, dev, dd, progress: bool) -> ConsistencyLoss:
+    """The vessel-consistency loss around its frozen reader: a small smp U-Net trained on this fit's own
     training images (never on held-out or test ones), saved in the run so that a resume reuses it.
 
-    It reads RGB as stored (no CLAHE, which is not differentiable), on the benchmark's default network and
-    patch; with its gradient the generator learns to draw every vessel of the mask visibly enough to be
-    segmented, and nothing vessel-like where the mask has none.
+    It reads RGB as stored (no CLAHE, which is not differentiable); with its gradient the generator learns to
+    draw every vessel of the mask visibly enough to be segmented, and nothing vessel-like where there is none.
     """
-    from retinasynth.bench.config import BenchConfig
-    from retinasynth.bench.segmenter import load_segmenter, save_segmenter, train_segmenter
+    from retinasynth.bench.segmenter import load_segmenter, save_segmenter, train_reader
 
     path = out / "consistency_segmenter.safetensors"
-    # Its training and loading draw random numbers (seeding, initialisation); kept off the fit's generator
-    # so that a resumed run, which only loads it, continues exactly like an uninterrupted one.
+    if dd.main and not path.is_file():
+        model, bc = train_reader(train, cfg.data.size, cfg.train.consistency_steps, cfg.train.seed, dev,
+                                 progress=progress, desc="consistency segmenter")
+        save_segmenter(path, model, bc)
+    if dd.world > 1:
+        dist.barrier()
+    # Loading initialises a network first: kept off the fit's generator, so that a resumed run, which only
+    # loads it, continues exactly like an uninterrupted one.
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        if dd.main and not path.is_file():
-            side = cfg.data.size
-            bc = BenchConfig(preprocess="rgb", augment="light", steps=cfg.train.consistency_steps, size=side,
-                             patch=min(96, side - side % 16), regimes=(1,), seeds=(cfg.train.seed,))
-            model, _ = train_segmenter(bc, train, [], "real", cfg.train.seed, dev, progress=progress,
-                                       desc="consistency segmenter")
-            save_segmenter(path, model, bc)
-        if dd.world > 1:
-            dist.barrier()
         model, _ = load_segmenter(path, dev)
-    return model.eval().requires_grad_(False)
+    return ConsistencyLoss(model).to(dev)
 
 
-def _consistency_loss(seg, fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    """Dice + BCE of the frozen segmenter on G's output against the condition's vessel mask (channel 0)."""
-    from retinasynth.bench.sampling import MEAN, STD
-    from retinasynth.bench.segmenter import SegLoss
+class ConsistencyLoss(torch.nn.Module):
+    """Dice + BCE of a frozen segmenter on G's output against the condition's vessel mask (channel 0)."""
 
-    mean = torch.as_tensor(MEAN, device=fake.device).view(1, 3, 1, 1)
-    std = torch.as_tensor(STD, device=fake.device).view(1, 3, 1, 1)
-    x = ((fake.float() + 1) / 2 - mean) / std  # G's [-1, 1] -> the segmenter's ImageNet-normalised input
-    return SegLoss().to(fake.device)(seg(x), (cond[:, :1].float() > 0).float())
+    def __init__(self, seg: torch.nn.Module) -> None:
+        from retinasynth.bench.sampling import MEAN, STD
+        from retinasynth.bench.segmenter import SegLoss
+
+        super().__init__()
+        self.seg = seg.eval().requires_grad_(False)
+        self.loss = SegLoss()
+        self.register_buffer("mean", torch.as_tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.as_tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = ((fake.float() + 1) / 2 - self.mean) / self.std  # G's [-1, 1] -> the reader's ImageNet input
+        return self.loss(self.seg(x), (cond[:, :1].float() > 0).float())
 
 
 def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, opt_g, opt_d, sch_g, sch_d, scaler,
@@ -282,7 +284,7 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, o
             g_l1 = reconstruction_l1(fake, real, cond, t.vessel_l1)
             g_loss = g_gan + t.l1_weight * g_l1
             if seg is not None:
-                g_cons = _consistency_loss(seg, fake, cond)
+                g_cons = seg(fake, cond)
                 g_loss = g_loss + t.consistency * g_cons
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
