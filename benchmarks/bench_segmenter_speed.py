@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from retinasynth.bench.config import build_bench_config
-from retinasynth.bench.sampling import PatchSampler, draw_batch
-from retinasynth.bench.segmenter import SegLoss, create_segmenter, predict_prob
 from retinasynth.data.dataset import Sample
+from retinasynth.segmenter import SegLoss, create_segmenter, predict_prob
+from retinasynth.segmenter.sampling import PatchSampler, draw_batch
 
 CANDIDATES: dict[str, dict] = {
     "r18-d5": {"encoder": "resnet18", "encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16]},

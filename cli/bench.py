@@ -23,13 +23,22 @@ from retinasynth.profiles import BENCH_PROFILES
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
               help="Output folder; completed runs found in OUT/runs are reused (resume).")
 @click.option("--profile", type=click.Choice(BENCH_PROFILES), default="cpu", show_default=True,
-              help="cpu: the whole protocol in <= 60 min on 2 cores; full: GPU scale; tiny: seconds, for tests.")
+              help="cpu: the default protocol for 2 CPU cores (5 arms incl. the real-2x control); quick: the earlier, "
+                   "compute-bound one; full: GPU scale; demo / tiny: phantoms, minutes / seconds.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with a 'bench' section (or top-level keys) overriding the profile.")
 @click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one setting, e.g. -o bench.steps=300 -o bench.arms=real,real+synth (repeatable).")
-@click.option("--test-data", "test_data", type=click.Path(path_type=str), default=None,
-              help="Extra evaluation set: another dataset's test split (all of it if it has none), reported apart.")
+@click.option("--test-data", "test_data", multiple=True, metavar="NAME=PATH",
+              help="An external evaluation set (repeatable): another dataset's test split, or all of it if it has "
+                   "none, scored and reported apart under NAME (a bare PATH is named after its folder). Adding one "
+                   "to a finished benchmark scores the saved models and retrains nothing.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="Segmenter precision; default: the profile's (auto: bf16 autocast where the hardware has native "
+                   "bf16, else fp32). Same as -o bench.precision=...; recorded and part of every cache key.")
+@click.option("--allow-mixed-code", is_flag=True,
+              help="Assemble the report even if cached runs in OUT were made by different versions of the code "
+                   "(recorded in results.json); refused otherwise.")
 @click.option("--allow-unverified-synth", is_flag=True,
               help="Use a synthetic folder without manifest.jsonl/synth.json; recorded as a warning. Detected "
                    "leakage is refused regardless.")
@@ -39,18 +48,24 @@ from retinasynth.profiles import BENCH_PROFILES
                    "RANK/WORLD_SIZE by itself.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, overrides, test_data,
-                         allow_unverified_synth, cells, quiet, device) -> None:
+def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, overrides, test_data, precision,
+                         allow_mixed_code, allow_unverified_synth, cells, quiet, device) -> None:
     """Train segmenters on real, real+synthetic and synthetic pairs; score them on REAL test images."""
     from retinasynth.bench import benchmark_downstream as run_bench
     from retinasynth.bench import build_bench_config
     from retinasynth.bench.report import eval_names, paired_table, scores_table
 
     try:
+        if precision:
+            overrides = (*overrides, f"bench.precision={precision}")
         cfg = build_bench_config(profile, config_file, overrides)
-        res = run_bench(data_path, synth_dir, out_dir, cfg, test_data=test_data, progress=not quiet,
-                        allow_unverified_synth=allow_unverified_synth, device=device, cells=cells)
+        res = run_bench(data_path, synth_dir, out_dir, cfg, test_data=list(test_data) or None, progress=not quiet,
+                        allow_unverified_synth=allow_unverified_synth, device=device, cells=cells,
+                        allow_mixed_code=allow_mixed_code)
     except RetinaSynthError as e:
+        from retinasynth.progress import ensure_line_start
+
+        ensure_line_start()  # after a progress bar, the message still starts its own line
         click.secho(f"error: {e}", fg="red", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import click
 from retinasynth import __version__
 from retinasynth.errors import RetinaSynthError
 from retinasynth.profiles import DEFAULT_SOURCES, FIT_PROFILES
+from retinasynth.progress import ensure_line_start, message_mode
 
 
 class _Group(click.Group):
@@ -21,15 +22,18 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RetinaSynthError as e:
+            ensure_line_start()  # after a progress bar, the message still starts its own line
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
+            ensure_line_start()
             click.echo("interrupted; rerun with --resume to continue where it stopped.", err=True)
             sys.exit(130)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    click.secho(f"warning: {message}", fg="yellow", err=True)
+    with message_mode():  # a line of its own, even while a progress bar is drawn
+        click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,6 +80,17 @@ def _device_option(f):
     return click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")(f)
 
 
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # = retinasynth.precision.PRECISIONS (no torch import here)
+
+
+def _precision_option(what: str, default: str | None = "auto", show: str | bool = True):
+    return click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=default, show_default=show,
+                        help=f"Numeric precision of {what}: auto = bf16 autocast where the hardware computes bf16 "
+                             "natively (CPUs with avx512_bf16/amx_bf16, CUDA with bf16), else fp32 (fp16 on CUDA "
+                             "without bf16); fp32/bf16/fp16 force one (an error where the device cannot). "
+                             "The resolved precision is recorded.")
+
+
 @main.command()
 @click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
               help="Dataset root folder (any supported layout). Only its training split is used.")
@@ -88,8 +103,10 @@ def _device_option(f):
               help="Override one setting, e.g. -o train.steps=2000 -o model.ngf=32 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out with its saved config.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_precision_option("the forward passes (sets train.precision; --resume keeps the run's recorded one)", None,
+                   "the profile's train.precision: auto")
 @_device_option
-def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, device) -> None:
+def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, precision, device) -> None:
     """Train the mask-to-fundus Pix2Pix generator on a dataset's training split."""
     from retinasynth.train import build_fit_config
     from retinasynth.train import fit as run_fit
@@ -97,7 +114,7 @@ def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, devi
     cfg = build_fit_config(profile, config_file, overrides)
     if not resume and data_path is None:
         raise click.UsageError("--data is required (unless --resume).")
-    out = run_fit(cfg, data_path, out_dir, resume=resume, progress=not quiet, device=device)
+    out = run_fit(cfg, data_path, out_dir, resume=resume, progress=not quiet, device=device, precision=precision)
     if os.environ.get("RANK", "0") == "0":
             click.echo(f"run written to {out} (weights: generator_ema.safetensors, samples: {out}/samples/)")
 
@@ -112,14 +129,15 @@ def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, devi
 @click.option("--reader-steps", type=click.IntRange(min=0), default=600, show_default=True,
               help="Steps of the vessel-consistency reader (a segmenter trained on the run's training images "
                    "that reads rendered and real images); 0 skips the proxy.")
+@_precision_option("the generator's and the reader's forward passes")
 @_device_option
-def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, device) -> None:
+def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, precision, device) -> None:
     """MSE, SSIM and PSNR of generated vs real images: the notebook's protocol and a sound one."""
     from retinasynth.train.evaluate import evaluate as run_eval
     from retinasynth.train.evaluate import format_result
 
     click.echo(format_result(run_eval(run_dir, data_path, split, out_dir, ema=not raw, device=device,
-                                      reader_steps=reader_steps)))
+                                      reader_steps=reader_steps, precision=precision)))
 
 
 @main.command()
@@ -152,10 +170,11 @@ def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, device) -> N
 @click.option("--resume", is_flag=True, help="Continue an interrupted synthesis in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--quiet", is_flag=True)
+@_precision_option("the generator's forward pass (a --resume must resolve to the recorded one)")
 @_device_option
 def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, samples_per_mask, stochastic, resolution,
                batch_size, shard, workers, data_path, filter_model, filter_min_dice, resume, overwrite, quiet,
-               device) -> None:
+               precision, device) -> None:
     """Render vessel masks into a synthetic image/mask dataset with full provenance.
 
     Under torchrun every rank renders its share into the same --out; `--merge OUT SHARD_DIR...` joins
@@ -178,7 +197,7 @@ def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, sample
 
     cfg = SynthConfig(n=n, sources=sources, seed=seed, samples_per_mask=samples_per_mask, resolution=resolution,
                       batch_size=batch_size, shard=shard, workers=workers, filter_model=filter_model,
-                      filter_min_dice=filter_min_dice,
+                      filter_min_dice=filter_min_dice, precision=precision,
                       **({} if stochastic is None else {"stochastic": stochastic}))
     r = run_synth(run_dir, out_dir, cfg, resume=resume, overwrite=overwrite, data_root=data_path,
                   progress=not quiet, device=device)

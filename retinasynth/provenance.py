@@ -125,6 +125,80 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+# Libraries whose versions change a trained model's or a score's numbers: they enter the benchmark's cache keys.
+KEY_LIBRARIES = ("torch", "segmentation_models_pytorch", "albumentations", "cv2", "numpy")
+
+
+def key_versions() -> dict[str, str]:
+    v = versions()
+    return {k: v.get(k, "absent") for k in KEY_LIBRARIES}
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def source_hash(modules: Iterable[str] = ()) -> str:
+    """sha256 of the source of the named modules of retinasynth (dotted names below the package, e.g.
+    'segmenter.model'; a package name takes every .py under it); with no names, of the whole package. Read
+    from disk: call it at process start (:func:`process_record` does) so that it describes the imported code."""
+    files: list[Path] = []
+    for name in modules or [""]:
+        p = _PACKAGE.joinpath(*name.split(".")) if name else _PACKAGE
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p.with_suffix(".py")]
+    h = hashlib.sha256()
+    for f in sorted(set(files)):
+        h.update(str(f.relative_to(_PACKAGE)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def portable_command(argv: list[str] | None = None) -> str:
+    """The command line as typed, with absolute paths made relative to the working directory, so that a
+    committed record names no machine."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    prog = Path(argv[0]).name
+    if prog in ("__main__.py", "main.py"):
+        prog = "retinasynth"
+    out = [prog]
+    for a in argv[1:]:
+        key, eq, val = a.partition("=") if a.startswith("-") or "=" in a else ("", "", a)
+        target = val if val else a
+        if target.startswith("/"):
+            rel = os.path.relpath(target)
+            a = f"{key}{eq}{rel}" if eq else rel
+        out.append(a)
+    return shlex.join(out)
+
+
+def portable_path(path: str | os.PathLike | None, base: str | os.PathLike) -> str | None:
+    """``path`` relative to ``base`` (e.g. a benchmark's --out), POSIX style; never absolute."""
+    if path is None:
+        return None
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+_PROCESS: dict[str, Any] = {}
+
+
+def process_record() -> dict[str, Any]:
+    """Provenance of this process, taken once, at its first call (call it at start): the git revision and
+    source hash of the code it imported, versions, the command line; never a host name or a path."""
+    if not _PROCESS:
+        import datetime
+
+        _PROCESS.update({
+            "retinasynth_version": __version__, "versions": versions(), "git_revision": git_revision(),
+            "code_sha256": source_hash(), "command": portable_command(),
+            "host": {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count()},
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    return dict(_PROCESS)
+
+
 def run_record(seed: int | None = None) -> dict[str, Any]:
     """What every run records next to its resolved config."""
     import datetime

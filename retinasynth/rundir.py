@@ -16,6 +16,7 @@ from retinasynth.config import from_dict
 from retinasynth.errors import RetinaSynthError
 from retinasynth.models.condition import make_condition, tensor_to_image
 from retinasynth.models.factory import ModelConfig, create_generator
+from retinasynth.precision import autocast, resolve_precision
 from retinasynth.train.checkpoint import WEIGHTS, WEIGHTS_EMA, load_weights, read_run_config
 
 __all__ = ["Generator", "load_generator", "pick_device", "read_run_config"]
@@ -37,6 +38,7 @@ class Generator:
     run_dir: Path
     weights_sha256: str
     device: torch.device
+    precision: str = "fp32"  # resolved ('fp32', 'bf16' or 'fp16'): G's forward runs under its autocast
 
     @torch.no_grad()
     def render(self, masks: np.ndarray | list[np.ndarray], fovs: np.ndarray | list[np.ndarray],
@@ -45,7 +47,8 @@ class Generator:
 
         Deterministic by default (eval mode: dropout off). ``stochastic=True`` keeps the decoder's
         dropout active and draws it from a generator seeded with ``seed``, giving several plausible
-        images for one mask; the same seed gives the same images.
+        images for one mask; the same seed gives the same images. The forward pass runs at
+        ``self.precision`` (fp32: no autocast); its output is cast to fp32 before rounding to uint8.
         """
         masks = np.asarray(masks)
         fovs = np.asarray(fovs)
@@ -58,16 +61,23 @@ class Generator:
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(0 if seed is None else int(seed))
-                out = self.net(x)
+                with autocast(self.precision, self.device):
+                    out = self.net(x)
             self.net.eval()
         else:
             self.net.eval()
-            out = self.net(x)
-        return tensor_to_image(out)
+            with autocast(self.precision, self.device):
+                out = self.net(x)
+        return tensor_to_image(out.float())
 
 
-def load_generator(run_dir: str | Path, ema: bool = True, device: str | None = None) -> Generator:
-    """Rebuild the generator from ``config.json`` and load its (EMA by default) weights."""
+def load_generator(run_dir: str | Path, ema: bool = True, device: str | None = None,
+                   precision: str = "fp32") -> Generator:
+    """Rebuild the generator from ``config.json`` and load its (EMA by default) weights.
+
+    ``precision`` ('auto', 'fp32', 'bf16', 'fp16') is resolved for the device
+    (:func:`retinasynth.precision.resolve_precision`; a one-line ConfigError where impossible) and kept in
+    ``Generator.precision``. The default here is fp32; the commands default to 'auto'."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     model_cfg = from_dict(ModelConfig, cfg["config"]["model"])
@@ -78,5 +88,6 @@ def load_generator(run_dir: str | Path, ema: bool = True, device: str | None = N
     net = create_generator(model_cfg, cfg["generator"]["depth"])
     sha = load_weights(weights, net)
     dev = pick_device(device)
+    prec = resolve_precision(precision, dev)
     net.to(dev).eval()
-    return Generator(net, model_cfg, int(cfg["config"]["data"]["size"]), run_dir, sha, dev)
+    return Generator(net, model_cfg, int(cfg["config"]["data"]["size"]), run_dir, sha, dev, prec)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
+
+from retinasynth.data import DataConfig as _DataConfig
+from retinasynth.data import load_dataset as _load_dataset
 
 
 def _fundus(h: int = 40, w: int = 48, seed: int = 0, n_vessels: int = 3, thickness: int = 1):
@@ -145,3 +150,58 @@ def pytest_terminal_summary(terminalreporter):
         xfailed = sum(1 for r in reports if hasattr(r, "wasxfail"))
         terminalreporter.write_line(f"fuzz cases tried: {len(reports)}, failed: {failed}, "
                                     f"expected failures (fixes owned elsewhere): {xfailed}")
+
+
+# ---------------------------------------------------------------- benchmark fixtures (test_bench*.py)
+
+GEN_SHA = "0" * 64
+
+
+@pytest.fixture
+def real_root(tmp_path, make_fundus, save_image) -> Path:
+    """Generic layout with train/ (4 images) and test/ (2 images): 64x64 discs with lines."""
+    root = tmp_path / "real"
+    for split, n, base in (("train", 4, 0), ("test", 2, 100)):
+        for i in range(n):
+            image, mask, _ = make_fundus(64, 64, seed=base + i, n_vessels=4, thickness=2)
+            save_image(root / split / "images" / f"im{i}.png", image)
+            save_image(root / split / "masks" / f"im{i}.png", mask)
+    return root
+
+
+def write_synth(folder: Path, real_root: Path, make_fundus, save_image, n: int = 3, manifest_edit=None,
+                run_edit=None) -> Path:
+    """A synthetic set as `retinasynth synthesize` writes it, from the real set's training masks."""
+    train = _load_dataset(real_root, "train", _DataConfig(size=64))
+    lines = []
+    for i in range(n):
+        image, mask, fov = make_fundus(64, 64, seed=500 + i, n_vessels=5, thickness=2)
+        for sub, arr in (("images", image), ("masks", mask), ("fov", fov)):
+            save_image(folder / sub / f"s{i}.png", arr)
+        rec = {"id": f"s{i}", "image": f"images/s{i}.png", "mask": f"masks/s{i}.png", "fov": f"fov/s{i}.png",
+               "source": "real", "source_mask_id": train.ids[i % len(train)], "source_split": "train",
+               "source_data": str(real_root.resolve()), "recipe": None, "seed": i, "generator_sha256": GEN_SHA}
+        lines.append(rec)
+    if manifest_edit:
+        manifest_edit(lines)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    run_data = {"root": str(real_root.resolve()), "layout": "generic", "train_ids": train.ids[:-1],
+                "val_ids": train.ids[-1:], "config": dataclasses.asdict(_DataConfig(size=64)),
+                "fingerprint": train.fingerprint(), "sample_fingerprints": train.sample_fingerprints()}
+    if run_edit:
+        run_edit(run_data)
+    meta = {"run_dir": "runs/gan", "generator_sha256": GEN_SHA, "run_data": run_data, "n": n, "resolution": 64}
+    (folder / "synth.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture
+def synth_dir(tmp_path, real_root, make_fundus, save_image) -> Path:
+    return write_synth(tmp_path / "synth", real_root, make_fundus, save_image)
+
+
+
+def tiny(*over: str) :
+    from retinasynth.bench import build_bench_config
+
+    return build_bench_config("tiny", None, ["steps=1", "regimes=[2]", "seeds=[0]", *over])

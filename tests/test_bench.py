@@ -4,24 +4,23 @@ outputs and the CLI. Each test takes seconds on a CPU."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tiny, write_synth  # noqa: F401 - shared with test_bench_cache.py
 
-import retinasynth.bench.benchmark as bench_mod
-from retinasynth.bench import BenchConfig, benchmark_downstream, build_bench_config
+import retinasynth.bench.runner as bench_mod
+from retinasynth.bench import benchmark_downstream, build_bench_config
+from retinasynth.bench.arms import get_arm
 from retinasynth.bench.guards import LeakageError
-from retinasynth.bench.sampling import PatchSampler, draw_batch, real_subset
-from retinasynth.bench.segmenter import train_segmenter
+from retinasynth.bench.plan import Environment, pretrain_key, train_key
 from retinasynth.data import DataConfig, load_dataset
 from retinasynth.errors import ConfigError, RetinaSynthError
-
-GEN_SHA = "0" * 64
+from retinasynth.segmenter import train_segmenter
+from retinasynth.segmenter.sampling import PatchSampler, draw_batch, real_subset
 
 
 @pytest.fixture(autouse=True)
@@ -32,53 +31,6 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def real_root(tmp_path, make_fundus, save_image) -> Path:
-    """Generic layout with train/ (4 images) and test/ (2 images): 64x64 discs with lines."""
-    root = tmp_path / "real"
-    for split, n, base in (("train", 4, 0), ("test", 2, 100)):
-        for i in range(n):
-            image, mask, _ = make_fundus(64, 64, seed=base + i, n_vessels=4, thickness=2)
-            save_image(root / split / "images" / f"im{i}.png", image)
-            save_image(root / split / "masks" / f"im{i}.png", mask)
-    return root
-
-
-def write_synth(folder: Path, real_root: Path, make_fundus, save_image, n: int = 3, manifest_edit=None,
-                run_edit=None) -> Path:
-    """A synthetic set as `retinasynth synthesize` writes it, from the real set's training masks."""
-    train = load_dataset(real_root, "train", DataConfig(size=64))
-    lines = []
-    for i in range(n):
-        image, mask, fov = make_fundus(64, 64, seed=500 + i, n_vessels=5, thickness=2)
-        for sub, arr in (("images", image), ("masks", mask), ("fov", fov)):
-            save_image(folder / sub / f"s{i}.png", arr)
-        rec = {"id": f"s{i}", "image": f"images/s{i}.png", "mask": f"masks/s{i}.png", "fov": f"fov/s{i}.png",
-               "source": "real", "source_mask_id": train.ids[i % len(train)], "source_split": "train",
-               "source_data": str(real_root.resolve()), "recipe": None, "seed": i, "generator_sha256": GEN_SHA}
-        lines.append(rec)
-    if manifest_edit:
-        manifest_edit(lines)
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    run_data = {"root": str(real_root.resolve()), "layout": "generic", "train_ids": train.ids[:-1],
-                "val_ids": train.ids[-1:], "config": dataclasses.asdict(DataConfig(size=64)),
-                "fingerprint": train.fingerprint(), "sample_fingerprints": train.sample_fingerprints()}
-    if run_edit:
-        run_edit(run_data)
-    meta = {"run_dir": "runs/gan", "generator_sha256": GEN_SHA, "run_data": run_data, "n": n, "resolution": 64}
-    (folder / "synth.json").write_text(json.dumps(meta))
-    return folder
-
-
-@pytest.fixture
-def synth_dir(tmp_path, real_root, make_fundus, save_image) -> Path:
-    return write_synth(tmp_path / "synth", real_root, make_fundus, save_image)
-
-
-def tiny(*over: str) -> BenchConfig:
-    return build_bench_config("tiny", None, ["steps=1", "regimes=[2]", "seeds=[0]", *over])
-
-
 # ---------------------------------------------------------------- config
 
 
@@ -87,7 +39,7 @@ def test_profiles_build_and_validate():
         cfg = build_bench_config(p)
         assert cfg.profile == p and cfg.encoder_weights is None
     cpu = build_bench_config("cpu")
-    assert cpu.arms == ("real", "real+synth", "synth", "pretrain") and cpu.regimes == (2, 5, 20) and cpu.seeds == (0, 1, 2)
+    assert cpu.arms == ("real", "real+synth", "synth", "pretrain", "real-2x") and cpu.regimes == (2, 5, 20) and cpu.seeds == (0, 1, 2)
     assert build_bench_config("quick").arms == ("real", "real+synth", "synth") and cpu.preprocess == "green_clahe"
     cfg = build_bench_config("tiny", None, ["bench.arms=real,synth", "steps=3", "regimes=[1]"])
     assert cfg.arms == ("real", "synth") and cfg.steps == 3 and cfg.regimes == (1,)
@@ -156,8 +108,8 @@ def test_one_step_per_arm_outputs_and_resume(tmp_path, real_root, synth_dir, mon
     assert res["n_trained"] == 3 and res["synth"]["verified"] is True
     for arm in ("real", "real+synth", "synth"):
         rec = json.loads((out / "runs" / f"{arm}_n2_s0.json").read_text())
-        assert rec["status"] == "complete" and len(rec["config_hash"]) == 64
-        per_image = rec["scores"]["test"]["per_image"]
+        assert rec["status"] == "complete" and len(rec["train_key"]) == 64
+        per_image = next(r for r in res["runs"] if r["arm"] == arm)["scores"]["test"]["per_image"]
         assert sorted(per_image) == ["test-im0", "test-im1"]
         assert 0.0 <= per_image["test-im0"]["dice"] <= 1.0
     runs = {r["arm"]: r for r in res["runs"]}
@@ -165,7 +117,7 @@ def test_one_step_per_arm_outputs_and_resume(tmp_path, real_root, synth_dir, mon
     assert runs["synth"]["real_ids"] == []
     # outputs exist and parse
     results = json.loads((out / "results.json").read_text())
-    assert results["record"]["versions"]["torch"] and len(results["runs"]) == 3
+    assert results["provenance"]["versions"]["torch"] and len(results["runs"]) == 3
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert {r["arm"] for r in rows} == {"real", "real+synth", "synth"} and "dice_mean" in rows[0]
     report = (out / "report.md").read_text()
@@ -205,9 +157,9 @@ def test_real_arm_without_synth_and_external_test_set(tmp_path, real_root, make_
         save_image(ext / "images" / f"e{i}.png", image)
         save_image(ext / "masks" / f"e{i}.png", mask)
     res = benchmark_downstream(real_root, None, tmp_path / "o", tiny("arms=real"), test_data=ext, progress=False)
-    assert res["synth"] is None and res["data"]["eval"]["external"]["split"] == "all"
+    assert res["synth"] is None and res["data"]["eval"]["ext"]["split"] == "all"
     rec = res["runs"][0]["scores"]
-    assert set(rec) == {"test", "external"} and len(rec["external"]["per_image"]) == 2
+    assert set(rec) == {"test", "ext"} and len(rec["ext"]["per_image"]) == 2
     with pytest.raises(ConfigError, match="--synth"):
         benchmark_downstream(real_root, None, tmp_path / "o2", tiny(), progress=False)
 
@@ -323,7 +275,7 @@ def test_pretrain_arm_fine_tunes_the_cached_synth_model(tmp_path, real_root, syn
                      ("real", 2, 0, True)]
     pre = {r["regime"]: r for r in res["runs"] if r["arm"] == "pretrain"}
     assert pre[1]["pretrain_reused"] is False and pre[2]["pretrain_reused"] is True
-    assert pre[1]["pretrained_from"] == pre[2]["pretrained_from"] and Path(pre[1]["pretrained_from"]).is_file()
+    assert pre[1]["pretrained_from"] == pre[2]["pretrained_from"] and (out / pre[1]["pretrained_from"]).is_file()
     assert pre[1]["total_steps"] == 4 and res["arm_steps"] == {"pretrain": 4, "real": 2}
     assert "pretrain: 4 (synthetic pretraining + real fine-tune)" in (out / "report.md").read_text()
     assert any(p["comparison"] == "pretrain - real" for p in res["paired"])
@@ -337,12 +289,13 @@ def test_pretrain_arm_fine_tunes_the_cached_synth_model(tmp_path, real_root, syn
 
 def test_finetune_lr_changes_only_the_pretrain_fine_tune(tmp_path, real_root, synth_dir, monkeypatch):
     base, ft = tiny("steps=2"), tiny("steps=2", "finetune_lr=1e-4")
-    args = (1, 0, "subset", "synth", {}, "cpu")
-    # every other arm's hash and the pretraining's key ignore it; cells recorded before it existed stay valid
+    env = Environment("fp32", "cpu")
+    args = (1, 0, "subset", "synth", env)
+    # every other arm's key and the pretraining's key ignore it; cells recorded before it existed stay valid
     for arm in ("real", "real+synth", "synth", "real-2x"):
-        assert bench_mod.run_hash(base, arm, *args) == bench_mod.run_hash(ft, arm, *args)
-    assert bench_mod.run_hash(base, "pretrain", *args) != bench_mod.run_hash(ft, "pretrain", *args)
-    assert bench_mod.pretrain_key(base, 0, "synth", "cpu") == bench_mod.pretrain_key(ft, 0, "synth", "cpu")
+        assert train_key(base, get_arm(arm), *args) == train_key(ft, get_arm(arm), *args)
+    assert train_key(base, get_arm("pretrain"), *args) != train_key(ft, get_arm("pretrain"), *args)
+    assert pretrain_key(base, 0, "synth", env) == pretrain_key(ft, 0, "synth", env)
     lrs = []
     real_train = bench_mod.train_segmenter
 
@@ -378,11 +331,11 @@ def test_pretrain_mix_pretrains_per_regime_on_real_and_synthetic_patches(tmp_pat
     pre = [r for r in res["runs"] if r["arm"] == "pretrain"]
     assert [r["pretrain_mix"] for r in pre] == [0.25, 0.25] and pre[0]["pretrained_from"] != pre[1]["pretrained_from"]
     assert res["arm_steps"]["pretrain"] == 4  # same steps as before: real-2x stays its compute-matched control
-    args = (1, 0, "subset", "synth", {}, "cpu")
+    args = (1, 0, "subset", "synth", Environment("fp32", "cpu"))
     for arm in ("real", "synth", "real+synth"):
-        assert bench_mod.run_hash(tiny(), arm, *args) == bench_mod.run_hash(tiny("pretrain_mix=0.25"), arm, *args)
-    assert bench_mod.run_hash(tiny(), "pretrain", *args) != bench_mod.run_hash(tiny("pretrain_mix=0.25"),
-                                                                               "pretrain", *args)
+        assert train_key(tiny(), get_arm(arm), *args) == train_key(tiny("pretrain_mix=0.25"), get_arm(arm), *args)
+    assert train_key(tiny(), get_arm("pretrain"), *args) != train_key(tiny("pretrain_mix=0.25"), get_arm("pretrain"),
+                                                                      *args)
     with pytest.raises(ConfigError, match=r"bench.pretrain_mix must be in \[0, 1\)"):
         tiny("pretrain_mix=1")
 
@@ -436,61 +389,11 @@ def test_validation_mode_never_loads_the_test_split(tmp_path, make_fundus, save_
                              progress=False)
 
 
-def _fake_runs(table: dict, ev: str = "test") -> list[dict]:
-    """Run records from {(arm, regime, seed): [per-image dice]}."""
-    runs = []
-    for (arm, n, seed), values in table.items():
-        per = {f"im{i}": {"dice": float(v)} for i, v in enumerate(values)}
-        runs.append({"arm": arm, "regime": n, "seed": seed,
-                     "scores": {ev: {"mean": {"dice": float(np.mean(values))}, "per_image": per}}})
-    return runs
-
-
-def test_two_level_bootstrap_counts_seed_variance():
-    from retinasynth.bench.report import two_level_bootstrap
-
-    d = np.array([[0.01] * 20, [0.02] * 20, [0.03] * 20])
-    # images carry no variance, seeds do: the CI spans the seeds' range (P(all three draws = 0.01) = 1/27 > 2.5%)
-    assert two_level_bootstrap(d, 2000) == pytest.approx((0.01, 0.03), abs=1e-12)
-    assert two_level_bootstrap(np.full((3, 5), 0.004), 500) == pytest.approx((0.004, 0.004), abs=1e-12)
-    # one seed: the image-level bootstrap; 2 images of +-1: mean of 2 draws is in {-1, 0, 1}
-    lo, hi = two_level_bootstrap(np.array([[-1.0, 1.0]]), 4000)
-    assert (lo, hi) == (-1.0, 1.0)
-
-
-def test_paired_learning_curve_wilcoxon_and_warning():
-    from scipy.stats import wilcoxon
-
-    from retinasynth.bench.report import learning_curve_warnings, paired, paired_all
-
-    base = [0.70, 0.72, 0.74, 0.76, 0.78]
-    table = {("real", 2, s): base for s in range(3)}
-    table.update({("real", 20, s): [b + g for b, g in zip(base, (0.01, 0.02, 0.03, 0.04, 0.05))] for s in range(3)})
-    runs = _fake_runs(table)
-    p = paired(runs, "test", "real", "real", 20, "dice", 1000, base_regime=2)
-    assert p["mean_diff"] == pytest.approx(0.03) and p["per_seed_diff"] == pytest.approx([0.03] * 3)
-    assert p["wilcoxon_p"] == pytest.approx(0.0625) == pytest.approx(wilcoxon([0.01, 0.02, 0.03, 0.04, 0.05]).pvalue)
-    assert p["comparison"] == "real n=20 - real n=2" and p["verdict"] == "CI above zero"
-    pairs = paired_all(runs, ("real",), (2, 20), 1000)
-    lc = [q for q in pairs if q["arm"] == q["base"] == "real"]
-    assert {(q["regime"], q["base_regime"], q["metric"]) for q in lc} == {(20, 2, "dice")}
-    assert learning_curve_warnings(pairs) == []
-    # a flat learning curve: per-seed gains of opposite sign -> CI includes zero -> the warning
-    flat = _fake_runs({**table, **{("real", 20, s): [b + d for b in base] for s, d in enumerate((-0.02, 0.0, 0.02))}})
-    w = learning_curve_warnings(paired_all(flat, ("real",), (2, 20), 1000))
-    assert len(w) == 1 and "compute-bound and cannot show a benefit from extra data of any kind" in w[0]
-
-
-def test_holm_adjustment_and_verdicts():
-    from retinasynth.bench.report import holm, verdict
-
-    assert holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
-    assert [verdict(0.001, 0.02), verdict(-0.03, -0.001), verdict(-0.01, 0.01), verdict(0.0, 0.01)] == \
-        ["CI above zero", "below zero", "includes zero", "includes zero"]
+# The statistics' unit tests (bootstrap, paired, families, Holm) are in tests/test_bench_stats.py.
 
 
 def test_sliding_window_matches_whole_image_for_a_pointwise_model():
-    from retinasynth.bench.segmenter import predict_prob
+    from retinasynth.segmenter import predict_prob
 
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 1, 1).eval()

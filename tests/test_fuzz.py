@@ -113,7 +113,7 @@ def synth_set(run_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def segmenter_ckpt(tmp_path_factory):
     from retinasynth.bench import build_bench_config
-    from retinasynth.bench.segmenter import create_segmenter, save_segmenter
+    from retinasynth.segmenter import create_segmenter, save_segmenter
 
     cfg = build_bench_config("tiny", None, [])
     path = tmp_path_factory.mktemp("seg") / "real_n2_s0.safetensors"

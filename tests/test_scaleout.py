@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from retinasynth.bench.benchmark import cell_groups
+from retinasynth.bench.plan import Cell, cell_groups
 from retinasynth.errors import RetinaSynthError
 from retinasynth.synth.synthesize import MANIFEST, VOLATILE, SynthConfig, merge_shards, synthesize
 
@@ -101,13 +101,13 @@ def test_merge_of_shards_matches_single_process(run_dir, single, tmp_path, cli):
 
 
 def test_cell_groups_keep_shared_work_together():
-    plan = [(arm, n, seed, None, f"{arm}-{seed}" if arm == "synth" else f"{arm}-{n}-{seed}", None)
+    plan = [Cell(arm, n, seed, f"{arm}-{seed}" if arm == "synth" else f"{arm}-{n}-{seed}")
             for n in (1, 2) for seed in (0, 1) for arm in ("real", "synth", "pretrain")]
     groups = cell_groups(plan)
     assert sorted(i for g in groups for i in g) == list(range(len(plan)))
     for g in groups:
-        if any(plan[i][0] in ("synth", "pretrain") for i in g):
-            assert {plan[i][0] for i in g} == {"synth", "pretrain"} and len({plan[i][2] for i in g}) == 1
+        if any(plan[i].arm in ("synth", "pretrain") for i in g):
+            assert {plan[i].arm for i in g} == {"synth", "pretrain"} and len({plan[i].seed for i in g}) == 1
             assert len(g) == 4  # synth n1, synth n2 (same hash), pretrain n1, pretrain n2 of one seed
         else:
             assert len(g) == 1

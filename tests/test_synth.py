@@ -33,7 +33,7 @@ N = 12
 # every source, so the tests cover the procedural path that the default mix leaves out
 CFG = SynthConfig(n=N, batch_size=4, workers=2, seed=0, sources="real:0.2,perturbed:0.4,procedural:0.4")
 MANIFEST_KEYS = {"id", "image", "mask", "fov", "source", "source_mask_id", "source_split", "recipe", "seed",
-                 "generator_sha256", "versions"}
+                 "generator_sha256", "precision", "versions"}
 
 
 

@@ -24,6 +24,7 @@ from retinasynth.metrics.image import notebook_scores, sound_scores
 from retinasynth.models.factory import ModelConfig, create_discriminator, create_generator
 from retinasynth.models.losses import GANLoss, reconstruction_l1
 from retinasynth.models.networks import PatchDiscriminator, UnetGenerator, init_weights, up_layer
+from retinasynth.precision import describe, resolve_precision
 from retinasynth.provenance import sha256_file
 from retinasynth.synth.phantom import write_phantom_dataset
 from retinasynth.synth.render import load_generator
@@ -247,7 +248,10 @@ def test_run_directory_contents(run_dir, data_root):
     assert cfg["status"] == "complete"
     assert cfg["config"]["profile"] == "tiny"
     assert cfg["config"]["train"]["steps"] == 4 and cfg["config"]["data"]["size"] == 64
-    assert cfg["config"] == _tiny_cfg().to_dict()
+    expected = _tiny_cfg().to_dict()
+    expected["train"]["precision"] = resolve_precision("auto", "cpu")  # the resolved precision is recorded
+    assert cfg["config"] == expected
+    assert cfg["precision"] == {**describe(expected["train"]["precision"], "cpu"), "requested": "auto"}
     assert cfg["generator"] == {"depth": 6, "in_channels": 4}
     train = load_dataset(data_root, "train", _tiny_cfg().data)
     assert cfg["data"]["fingerprint"] == train.fingerprint()
@@ -312,7 +316,7 @@ def test_fidelity_levers_fit_end_to_end_and_resume_identically(tmp_path, data_ro
 
 def test_consistency_loss_gradient_reaches_the_image():
     from retinasynth.bench.config import BenchConfig
-    from retinasynth.bench.segmenter import create_segmenter
+    from retinasynth.segmenter import create_segmenter
     from retinasynth.train.fit import ConsistencyLoss
 
     torch.manual_seed(0)

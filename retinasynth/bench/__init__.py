@@ -1,6 +1,9 @@
-"""The downstream benchmark: does adding synthetic pairs improve a segmenter on real test images?"""
+"""The downstream benchmark: does adding synthetic pairs improve a segmenter on real images?"""
 
-from retinasynth.bench.benchmark import benchmark_downstream, run_name
-from retinasynth.bench.config import ARMS, PROFILES, BenchConfig, build_bench_config
+from retinasynth.bench.arms import ARMS, Arm, register
+from retinasynth.bench.benchmark import benchmark_downstream
+from retinasynth.bench.config import PROFILES, BenchConfig, build_bench_config
+from retinasynth.bench.plan import run_name
 
-__all__ = ["ARMS", "PROFILES", "BenchConfig", "benchmark_downstream", "build_bench_config", "run_name"]
+__all__ = ["ARMS", "Arm", "PROFILES", "BenchConfig", "benchmark_downstream", "build_bench_config", "register",
+           "run_name"]

@@ -366,3 +366,41 @@ def _unverified(info: dict, message: str) -> dict:
     warnings.warn(message, stacklevel=3)
     info["warning"] = message
     return info
+
+
+def verify_real(real_data, train: Dataset, evals: list[EvalSet]) -> dict:
+    """The real training images and their masks against every evaluated image: images identical (at the working
+    resolution, when both are loaded alike) or near duplicates by signature (resized, re-encoded, flipped or
+    cropped copies, e.g. DRIVE's training split inside the Kaggle copy of DRIVE used as a test set); masks
+    identical once brought to the training split's preprocessing. Masks are not compared by near-duplicate
+    signature here: annotations of different eyes from one source (or phantoms) can score above the synthetic
+    guard's threshold, and a copied photograph is caught by its image. Refuses in one line; returns what was
+    checked."""
+    fps = {fp: i for i, fp in train.sample_fingerprints().items()}
+    sigs = [image_signature(s.image, s.fov) for s in train.samples]
+    checked = []
+    for ev in evals:
+        if ev.work.config == train.config:
+            for i, fp in ev.work.sample_fingerprints().items():
+                if fp in fps:
+                    raise LeakageError(f"{real_data}: training image {fps[fp]!r} is identical to evaluated "
+                                       f"{ev.name} image {i!r} of {ev.root}. Refusing: an image cannot be trained "
+                                       "on and scored; evaluate on images outside the training split.")
+        sim = similarity_matrix(ev.image_signatures(), sigs)
+        if sim.size and sim.max() >= IMAGE_THRESHOLD:
+            e, k = np.unravel_index(int(np.argmax(sim)), sim.shape)
+            raise LeakageError(f"{train.samples[k].source}: real training image {train.samples[k].id!r} is a near "
+                               f"duplicate of evaluated {ev.name} image {ev.native.samples[e].source} (similarity "
+                               f"{sim.max():.3f} >= {IMAGE_THRESHOLD}; resized or re-encoded copies score this high)."
+                               " Refusing: evaluate on images outside the training split (is one dataset a copy "
+                               "of the other?).")
+        ev_masks = {mask_digest(m): (i, src) for i, src, _, m, _ in _at(ev, train.config, train.config.size)}
+        for s in train.samples:
+            if mask_digest(s.mask) in ev_masks:
+                i, src = ev_masks[mask_digest(s.mask)]
+                raise LeakageError(f"{s.mask_source}: the mask of real training image {s.id!r} is identical to "
+                                   f"evaluated {ev.name} mask {src} (id {i}). Refusing: evaluate on images outside "
+                                   "the training split.")
+        checked.append({"eval": ev.name, "images": len(ev.native), "train_images": len(train),
+                        "max_image_similarity": float(sim.max()) if sim.size else None})
+    return {"image_threshold": IMAGE_THRESHOLD, "masks": "identical at the working resolution", "checks": checked}

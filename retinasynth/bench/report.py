@@ -1,4 +1,9 @@
-"""Aggregation, paired statistics and the benchmark's summary.csv, report.md and dice_vs_n.png."""
+"""Aggregation and rendering: the benchmark's summary.csv, report.md and dice_vs_n.png.
+
+The statistics (crossed bootstrap, primary family, multiplicity) live in :mod:`retinasynth.bench.stats`; the
+names below are re-exported from there for callers that import them from here. How each comparison is read
+(its words, whether it is compute-matched) comes from the arm registry, :mod:`retinasynth.bench.arms`.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +13,34 @@ import math
 
 import numpy as np
 
+from retinasynth.bench.arms import ABOVE, ARMS, BELOW, INCLUDES
+from retinasynth.bench.stats import (  # noqa: F401  (re-exported)
+    EXPLORATORY,
+    PRIMARY,
+    PROTOCOL,
+    ci_method,
+    crossed_bootstrap,
+    eval_names,
+    family_sizes,
+    holm,
+    is_learning_curve,
+    learning_curve_warnings,
+    metrics_of,
+    paired,
+    paired_all,
+    plateau_summary,
+    verdict,
+)
 from retinasynth.metrics.seg import METRICS
 from retinasynth.provenance import write_bytes_atomic, write_text_atomic
 
 LABELS = {"dice": "Dice", "iou": "IoU", "sensitivity": "Sens", "specificity": "Spec", "accuracy": "Acc",
           "auc": "AUC", "cldice": "clDice"}
-COMPARISONS = (("real+synth", "real"), ("pretrain", "real"), ("synth", "real"), ("real-2x", "real"),
-               ("pretrain", "real-2x"))  # the last: pretrain against the real arm with the same steps
-
-
-def metrics_of(runs: list[dict]) -> list[str]:
-    have = set()
-    for r in runs:
-        for ev in r["scores"].values():
-            have |= set(ev["mean"])
-    return [m for m in METRICS if m in have]
-
-
-def eval_names(runs: list[dict]) -> list[str]:
-    names: list[str] = []
-    for r in runs:
-        names += [n for n in r["scores"] if n not in names]
-    return names
+# The learning curve (real at the largest minus the smallest regime) is a protocol check, not an arm.
+LEARNING_CURVE_MEANING = {
+    ABOVE: "more real images help: the protocol is data-bound and can show a data effect",
+    BELOW: "more real images hurt: the protocol cannot show a data effect",
+    INCLUDES: "more real images do not measurably help: the protocol is compute-bound"}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -57,159 +68,6 @@ def summarize(runs: list[dict], arms, regimes) -> list[dict]:
     return rows
 
 
-def _by_seed(runs: list[dict], ev: str, arm: str, n: int) -> dict[int, dict]:
-    return {r["seed"]: r for r in runs if r["arm"] == arm and r["regime"] == n and ev in r["scores"]}
-
-
-def two_level_bootstrap(d: np.ndarray, n_boot: int, seed: int = 0) -> tuple[float, float]:
-    """Percentile 95% CI of the mean of ``d`` (seeds x images) from a two-level bootstrap.
-
-    Each resample draws the seeds with replacement, then, within each drawn seed, the images with
-    replacement; so the CI counts both the seed-to-seed variance of training and the variance over test
-    images (resampling images alone would ignore the first).
-    """
-    d = np.asarray(d, dtype=np.float64)
-    s, n = d.shape
-    rng = np.random.default_rng(seed)
-    si = rng.integers(0, s, size=(n_boot, s))
-    ii = rng.integers(0, n, size=(n_boot, s, n))
-    boot = d[si[:, :, None], ii].mean(axis=(1, 2))
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def paired(runs: list[dict], ev: str, arm: str, base: str, n: int, metric: str, n_boot: int,
-           seed: int = 0, base_regime: int | None = None, runs_base: list[dict] | None = None) -> dict | None:
-    """Paired difference ``arm (n) - base (base_regime, default n)`` on the images of one eval set.
-
-    Pairs are the seeds both sides completed and the images both scored. The mean difference gets a
-    two-level bootstrap 95% CI (seeds, then images within seeds; ``n_boot`` seeded resamples), the
-    per-seed mean differences are listed, and a Wilcoxon signed-rank test (scipy, two-sided) is run on
-    the per-image differences averaged over seeds. Images whose score is not finite in any pair
-    (e.g. AUC of an image without vessels) are left out.
-    """
-    base_regime = n if base_regime is None else base_regime
-    a = _by_seed(runs, ev, arm, n)
-    b = _by_seed(runs if runs_base is None else runs_base, ev, base, base_regime)
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    ids = sorted(set.intersection(*[set(a[s]["scores"][ev]["per_image"]) & set(b[s]["scores"][ev]["per_image"])
-                                    for s in seeds]))
-
-    def table(by_seed):
-        return np.array([[by_seed[s]["scores"][ev]["per_image"][i].get(metric, np.nan) for i in ids]
-                         for s in seeds], dtype=np.float64)
-
-    d = table(a) - table(b)
-    d = d[:, np.all(np.isfinite(d), axis=0)]
-    if d.size == 0:
-        return None
-    lo, hi = two_level_bootstrap(d, n_boot, seed)
-    out = {"eval": ev, "comparison": f"{arm} - {base}" if base_regime == n else
-           f"{base} n={n} - {base} n={base_regime}" if arm == base else f"{arm} n={n} - {base} n={base_regime}",
-           "arm": arm, "base": base, "regime": n, "base_regime": base_regime, "metric": metric,
-           "seeds": seeds, "n_images": int(d.shape[1]), "mean_diff": float(d.mean()), "ci95": [lo, hi],
-           "ci_method": "two-level bootstrap (seeds, then images within seeds)",
-           "per_seed_diff": [float(v) for v in d.mean(axis=1)],
-           "n_bootstrap": n_boot, "verdict": verdict(lo, hi)}
-    out["wilcoxon_p"], out["wilcoxon_note"] = _wilcoxon(d.mean(axis=0))
-    return out
-
-
-def _wilcoxon(d: np.ndarray) -> tuple[float | None, str]:
-    from scipy.stats import wilcoxon
-
-    if not np.any(d != 0):
-        return None, "all differences are zero"
-    try:
-        return float(wilcoxon(d).pvalue), f"two-sided, n={d.size}"
-    except ValueError as e:
-        return None, str(e)
-
-
-def holm(pvalues: list[float | None]) -> list[float | None]:
-    """Holm-Bonferroni adjusted p-values (None stays None and does not count)."""
-    idx = [i for i, p in enumerate(pvalues) if p is not None]
-    order = sorted(idx, key=lambda i: pvalues[i])
-    m, out, running = len(idx), list(pvalues), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        out[i] = running
-    return out
-
-
-def verdict(lo: float, hi: float) -> str:
-    if lo > 0:
-        return "CI above zero"
-    if hi < 0:
-        return "below zero"
-    return "includes zero"
-
-
-def is_learning_curve(p: dict) -> bool:
-    return p["arm"] == "real" and p["base"] == "real" and p["regime"] != p["base_regime"]
-
-
-def paired_all(runs: list[dict], arms, regimes, n_boot: int) -> list[dict]:
-    """Every arm against 'real' in every regime, plus the learning curve 'real n=max - real n=min', for
-    Dice, AUC and clDice; Wilcoxon p-values get a Holm adjustment over the Dice comparisons of an eval set
-    (``wilcoxon_p_holm``), the family whose size the report states."""
-    out = []
-    metrics = [m for m in ("dice", "auc", "cldice") if m in metrics_of(runs)]
-    lo_n, hi_n = min(regimes), max(regimes)
-    for ev in eval_names(runs):
-        these = []
-        for arm, base in COMPARISONS:
-            if arm not in arms or base not in arms:
-                continue
-            for n in regimes:
-                for m in metrics:
-                    p = paired(runs, ev, arm, base, n, m, n_boot)
-                    if p is not None:
-                        these.append(p)
-        if "real" in arms and lo_n != hi_n:
-            for m in metrics:
-                p = paired(runs, ev, "real", "real", hi_n, m, n_boot, base_regime=lo_n)
-                if p is not None:
-                    these.append(p)
-        dice = [p for p in these if p["metric"] == "dice"]
-        for p, adj in zip(dice, holm([p.get("wilcoxon_p") for p in dice])):
-            p["wilcoxon_p_holm"] = adj
-        out += these
-    return out
-
-
-def learning_curve_warnings(pairs: list[dict]) -> list[str]:
-    """A plain warning for each eval set whose learning curve (real n=max - real n=min Dice) is not
-    clearly above zero: such a protocol is compute-bound and cannot show a benefit from more data."""
-    out = []
-    for p in pairs:
-        if is_learning_curve(p) and p["metric"] == "dice" and p["ci95"][0] <= 0:
-            lo, hi = p["ci95"]
-            out.append(f"{p['eval']}: real n={p['regime']} - real n={p['base_regime']} ΔDice {p['mean_diff']:+.4f}, "
-                       f"95% CI [{lo:+.4f}, {hi:+.4f}] includes zero or lies below it: the protocol is "
-                       "compute-bound and cannot show a benefit from extra data of any kind (more real images "
-                       "do not help it either).")
-    return out
-
-
-def plateau_summary(runs: list[dict], plateau_runs: list[dict], n: int, n_boot: int) -> dict:
-    """The plateau check: 'real' at the largest regime trained with twice the steps, minus the same
-    runs at the protocol's steps (same seeds and subsets). A small difference means the 'real' arm is
-    trained to convergence, so arms with more steps (pretrain) are not ahead by compute alone."""
-    out: dict = {"regime": n, "seeds": sorted(r["seed"] for r in plateau_runs),
-                 "steps": plateau_runs[0]["train"]["steps"] if plateau_runs else None, "paired": []}
-    twice = [{**r, "arm": "real-2x"} for r in plateau_runs]
-    for ev in eval_names(plateau_runs):
-        for m in [m for m in ("dice", "auc", "cldice") if m in metrics_of(plateau_runs)]:
-            p = paired(twice, ev, "real-2x", "real", n, m, n_boot, runs_base=runs)
-            if p is not None:
-                p["comparison"] = f"real 2x steps - real (n={n})"
-                out["paired"].append(p)
-    return out
-
-
 def write_summary_csv(path, rows: list[dict]) -> None:
     buf = io.StringIO()
     if rows:
@@ -233,14 +91,16 @@ def scores_table(rows: list[dict], ev: str) -> str:
     metrics = [m for m in METRICS if f"{m}_mean" in sel[0]]
     head = ["arm", "n real", "seeds"] + [LABELS[m] for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    synth_rows = {tuple(v for k, v in r.items() if k != "regime") for r in sel if r["arm"] == "synth"}
-    shown_synth = False
+    no_real = {r["arm"] for r in sel if r["arm"] in ARMS and not ARMS[r["arm"]].uses_real}
+    distinct = {a: {tuple(v for k, v in r.items() if k != "regime") for r in sel if r["arm"] == a} for a in no_real}
+    shown: set[str] = set()
     for r in sel:
         regime = str(r["regime"])
-        if r["arm"] == "synth" and len(synth_rows) == 1:  # no real image in this arm: one row for every n
-            if shown_synth:
+        if r["arm"] in no_real and len(distinct[r["arm"]]) == 1:  # no real image in this arm: one row for every n
+            if r["arm"] in shown:
                 continue
-            regime, shown_synth = "any", True
+            regime = "any"
+            shown.add(r["arm"])
         cells = [r["arm"], regime, str(r["n_seeds"])] + [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -250,61 +110,111 @@ def _pfmt(p: float | None) -> str:
     return "n/a" if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
 
 
+def _ci(ci) -> str:
+    lo, hi = ci
+    return f"[{lo:+.4f}, {hi:+.4f}]"
+
+
+def _level(level: float) -> str:
+    return f"{100 * level:.4g}%"
+
+
+def _n(p: dict) -> str:
+    return f"{p['regime']} vs {p['base_regime']}" if p.get("base_regime", p["regime"]) != p["regime"] else str(p["regime"])
+
+
+def _family(p: dict) -> str:
+    fam = p.get("family") or "n/a"
+    return f"{fam} ({p['note']})" if p.get("note") else fam
+
+
 def paired_table(pairs: list[dict], ev: str) -> str:
+    """The paired differences of one eval set: family, unadjusted 95% CI, the Bonferroni-adjusted CI of the
+    primary family, per-seed differences, Wilcoxon p (Holm-adjusted over the primary family) and verdict."""
     sel = [p for p in pairs if p["eval"] == ev]
     if not sel:
         return ""
-    lines = ["| comparison | n real | metric | mean Δ | 95% CI | per-seed Δ | Wilcoxon p (Holm) | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| comparison | n real | metric | family | mean Δ | 95% CI | adjusted CI | per-seed Δ | "
+             "Wilcoxon p (Holm) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for p in sel:
-        lo, hi = p["ci95"]
+        adj = f"{_ci(p['ci_adj'])} ({_level(p['ci_adj_level'])})" if p.get("ci_adj") else ""
         wp = ""
         if p["metric"] == "dice":
-            wp = f"{_pfmt(p.get('wilcoxon_p'))} ({_pfmt(p.get('wilcoxon_p_holm'))})"
+            wp = _pfmt(p.get("wilcoxon_p"))
+            if p.get("family") == PRIMARY:
+                wp += f" ({_pfmt(p.get('wilcoxon_p_holm'))})"
         per_seed = " ".join(f"{v:+.4f}" for v in p.get("per_seed_diff", []))
-        n = f"{p['regime']} vs {p['base_regime']}" if p.get("base_regime", p["regime"]) != p["regime"] else p["regime"]
-        lines.append(f"| {p['comparison']} | {n} | {LABELS[p['metric']]} | {p['mean_diff']:+.4f} | "
-                     f"[{lo:+.4f}, {hi:+.4f}] | {per_seed} | {wp} | {p['verdict']} |")
+        lines.append(f"| {p['comparison']} | {_n(p)} | {LABELS[p['metric']]} | {_family(p)} | {p['mean_diff']:+.4f} | "
+                     f"{_ci(p['ci95'])} | {adj} | {per_seed} | {wp} | {p['verdict']} |")
     return "\n".join(lines)
 
 
-_MEANING = {
-    "real+synth": {"CI above zero": "adding the synthetic pairs helped",
-                   "below zero": "adding the synthetic pairs hurt",
-                   "includes zero": "no difference detectable with these test images and seeds"},
-    "pretrain": {"CI above zero": "pretraining on the synthetic pairs, then fine-tuning on the real images, helped",
-                 "below zero": "pretraining on the synthetic pairs, then fine-tuning on the real images, hurt",
-                 "includes zero": "no difference detectable with these test images and seeds"},
-    "synth": {"CI above zero": "synthetic pairs alone beat the real images",
-              "below zero": "synthetic pairs alone are worse than the real images",
-              "includes zero": "synthetic pairs alone are indistinguishable from the real images"},
-    "real-2x": {"CI above zero": "twice the steps alone help the real arm: the protocol is not at a plateau",
-                "below zero": "twice the steps hurt the real arm (overfitting)",
-                "includes zero": "twice the steps do not measurably help the real arm"},
-    "pretrain|real-2x": {"CI above zero": "pretraining on the synthetic pairs beat spending the same steps on the "
-                                          "real images: a data effect, not compute",
-                         "below zero": "the same steps spent on the real images alone did better than synthetic "
-                                       "pretraining",
-                         "includes zero": "synthetic pretraining did no better than the same steps on the real "
-                                          "images"},
-    "real": {"CI above zero": "more real images help: the protocol is data-bound and can show a data effect",
-             "below zero": "more real images hurt: the protocol cannot show a data effect",
-             "includes zero": "more real images do not measurably help: the protocol is compute-bound"},
-}
+def _times(ratio: float) -> str:
+    return {2.0: "twice", 0.5: "half", 3.0: "three times"}.get(ratio, f"{ratio:g} times")
 
 
-def verdict_lines(pairs: list[dict], ev: str) -> list[str]:
+def compute_note(p: dict, present=None) -> str | None:
+    """Why a comparison gives no verdict on the arm, in words, when the arm trains a different number of
+    steps than the base (and is not the base's own model trained longer): its verdict is read against its
+    compute-matched control. None for compute-matched comparisons."""
+    arm, base = ARMS.get(p["arm"]), ARMS.get(p["base"])
+    if arm is None or base is None or arm.name == base.name or arm.steps == base.steps \
+            or arm.same_model_as == base.name:
+        return None
+    s = f"{arm.name} trains {_times(arm.steps / base.steps)} the steps of {base.name}"
+    if arm.control and arm.control != base.name:
+        s += f"; its verdict is read against {arm.control}"
+        if present is not None and arm.control not in present:
+            s += (", which was not run here, so this difference mixes data and compute and is no evidence of a "
+                  "benefit")
+    else:
+        s += ": this difference mixes data and compute and is no evidence of a benefit"
+    return s
+
+
+def reading(p: dict, present=None) -> str:
+    """The words for a Dice comparison's verdict. An arm's ``meaning`` is used only against its compute-matched
+    control (a primary comparison, whose verdict comes from the adjusted CI) or, for an arm without a control
+    that is another arm's model trained longer (real-2x), against that arm; the learning curve has its own
+    words; anything else gets no benefit sentence."""
+    if is_learning_curve(p):
+        return LEARNING_CURVE_MEANING.get(p["verdict"], "")
+    note = compute_note(p, present)
+    if note:
+        return note
+    arm = ARMS.get(p["arm"])
+    if arm is None:
+        return ""
+    if p["base"] == arm.control and p.get("family") == PRIMARY:
+        return arm.meaning.get(p["verdict"], "")
+    if arm.control is None and arm.same_model_as == p["base"]:
+        return arm.meaning.get(p["verdict"], "")
+    if p.get("note"):
+        return f"{p['note']}; no verdict on {arm.name}"
+    return f"not {arm.name}'s compute-matched comparison; descriptive only"
+
+
+def verdict_lines(pairs: list[dict], ev: str, present=None) -> list[str]:
+    """One line per Dice comparison of an eval set: primary (adjusted CI, the verdict) first, then exploratory."""
+    sel = [p for p in pairs if p["eval"] == ev and p["metric"] == "dice"]
+    if present is None:
+        present = {a for p in pairs for a in (p["arm"], p["base"])}
     out = []
-    for p in pairs:
-        if p["eval"] != ev or p["metric"] != "dice":
-            continue
-        lo, hi = p["ci95"]
-        what = _MEANING.get(f"{p['arm']}|{p['base']}", _MEANING[p["arm"]])[p["verdict"]]
+    for p in sel:
         n = (f"n={p['regime']} vs n={p['base_regime']}" if p.get("base_regime", p["regime"]) != p["regime"]
              else f"n={p['regime']} real images")
-        out.append(f"- {n}, {p['comparison']}: ΔDice {p['mean_diff']:+.4f}, 95% CI "
-                   f"[{lo:+.4f}, {hi:+.4f}] — {p['verdict']}: {what} (Wilcoxon p = {_pfmt(p.get('wilcoxon_p'))}, "
-                   f"Holm-adjusted {_pfmt(p.get('wilcoxon_p_holm'))}; {p['n_images']} images, seeds {p['seeds']}).")
+        seeds = p["seeds"]
+        tail = (f"{p['n_images']} images, seeds {seeds}" + (" — one seed: images only" if len(seeds) == 1 else ""))
+        if p.get("family") == PRIMARY and p.get("ci_adj"):
+            k = p.get("family_size")
+            out.append(f"- **primary** {n}, {p['comparison']}: ΔDice {p['mean_diff']:+.4f}, 95% CI {_ci(p['ci95'])}; "
+                       f"Bonferroni {_level(p['ci_adj_level'])} CI (k={k}) {_ci(p['ci_adj'])} — {p['verdict']}: "
+                       f"{reading(p, present)} (Wilcoxon p = {_pfmt(p.get('wilcoxon_p'))}, Holm-adjusted "
+                       f"{_pfmt(p.get('wilcoxon_p_holm'))}; {tail}).")
+        else:
+            out.append(f"- exploratory {n}, {p['comparison']}: ΔDice {p['mean_diff']:+.4f}, 95% CI "
+                       f"{_ci(p['ci95'])} — {p['verdict']}: {reading(p, present)} (unadjusted; Wilcoxon p = "
+                       f"{_pfmt(p.get('wilcoxon_p'))}; {tail}).")
     return out
 
 
@@ -312,84 +222,199 @@ def steps_line(results: dict) -> str:
     steps = results.get("arm_steps") or {}
     if not steps:
         return ""
-    parts = [f"{arm}: {n}" + (" (synthetic pretraining + real fine-tune)" if arm == "pretrain" else
-                              " (real only: the compute-matched control of pretrain)" if arm == "real-2x" else "")
-             for arm, n in steps.items()]
-    return ("- Optimiser steps behind each model: " + "; ".join(parts) + ". Compare arms with more steps against "
-            "the plateau check below, not as a data effect.")
+    controls_of: dict[str, list[str]] = {}
+    for a in steps:
+        arm = ARMS.get(a)
+        if arm is not None and arm.control in steps:
+            controls_of.setdefault(arm.control, []).append(a)
+    parts = []
+    for a, n in steps.items():
+        arm, extra = ARMS.get(a), []
+        if arm is not None and arm.pretrain:
+            extra.append("synthetic pretraining + real fine-tune")
+        if arm is not None and a in controls_of:
+            extra.append(f"{arm.sampling} only: the compute-matched control of {', '.join(controls_of[a])}")
+        parts.append(f"{a}: {n}" + (f" ({'; '.join(extra)})" if extra else ""))
+    return ("- Optimiser steps behind each model: " + "; ".join(parts) + ". Each arm's verdict is read against its "
+            "compute-matched control (the same steps); a difference across step counts mixes data and compute.")
 
 
 def plateau_lines(results: dict) -> list[str]:
     pl = results.get("plateau")
     if not pl or not pl.get("paired"):
         return []
-    lines = ["## Plateau check", "",
+    one = pl.get("one_seed", len(pl.get("seeds") or []) == 1)
+    lines = ["## Plateau check (protocol check" + (", one seed)" if one else ")"), "",
              f"`real` at n={pl['regime']} retrained with {pl['steps']} steps (twice the protocol's) for seeds "
              f"{pl['seeds']}; Δ = 2x steps − protocol steps, on the same subsets. A small |Δ| means the real "
-             "baseline is trained to convergence, so extra steps alone do not explain an arm's gain.", ""]
+             "baseline is trained to convergence, so extra steps alone do not explain an arm's gain. A protocol "
+             "check, not a comparison of arms: unadjusted 95% CI."]
+    if one:
+        lines += ["", "**One seed**: its interval is an image bootstrap and leaves out seed-to-seed variance."]
+    lines.append("")
+    words = ARMS["real-2x"].meaning if "real-2x" in ARMS else {}
     for p in pl["paired"]:
-        lo, hi = p["ci95"]
-        lines.append(f"- {p['eval']}, {LABELS[p['metric']]}: Δ {p['mean_diff']:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}]"
-                     f", per seed {' '.join(f'{v:+.4f}' for v in p['per_seed_diff'])}.")
+        what = f" — {p['verdict']}: {words[p['verdict']]}" if p["metric"] == "dice" and words.get(p["verdict"]) else ""
+        lines.append(f"- {p['eval']}, {LABELS[p['metric']]}: Δ {p['mean_diff']:+.4f}, 95% CI {_ci(p['ci95'])}"
+                     f", per seed {' '.join(f'{v:+.4f}' for v in p['per_seed_diff'])}"
+                     + (" (one seed)" if len(p["seeds"]) == 1 else "") + what + ".")
+    return lines + [""]
+
+
+def how_to_read(results: dict) -> list[str]:
+    """The report's "How to read" paragraph: the arms (from the registry), regimes, families, the bootstrap."""
+    runs = results.get("runs") or []
+    cfg = results.get("config") or {}
+    present = [a for a in (cfg.get("arms") or list(dict.fromkeys(r["arm"] for r in runs)))
+               if any(r["arm"] == a for r in runs)]
+    lines = ["## How to read", ""]
+    for a in present:
+        arm = ARMS.get(a)
+        if arm is None:
+            continue
+        ctl = (f" Compute-matched control: `{arm.control}`" + ("." if arm.control in present else
+                                                              " (not run here: no verdict on this arm).")
+               if arm.control else "")
+        lines.append(f"- `{a}` ({arm.steps}x steps): {arm.label}.{ctl}")
+    ks = family_sizes(results.get("paired") or [])
+    kt = ", ".join(f"{ev}: k={k}" for ev, k in ks.items()) or "none"
+    lines += ["", "*n real* is the regime: the number of real labelled training images an arm may use. Δ = arm − "
+              "base on the same test images and the same seeds (a paired difference). Every interval is a "
+              f"percentile interval from a crossed bootstrap ({cfg.get('bootstrap', '?')} resamples): seeds and "
+              "test images are crossed (every seed is scored on the same images), so a resample draws the seeds "
+              "with replacement and one set of images with replacement shared by all drawn seeds; it counts the "
+              "seed-to-seed and the image-to-image variance once each. With one seed it is an image bootstrap and "
+              "says nothing about seed variance; with a few seeds its seed part is coarse, so read intervals as "
+              "approximate.",
+              "",
+              "**Primary** comparisons are each arm against its compute-matched control (the same optimiser "
+              "steps), on Dice, in every regime; on each evaluation set the k of them form one family "
+              f"({kt}). Their intervals are Bonferroni-adjusted to level 1 − 0.05/k, so all k hold together at "
+              "95%, and their verdict comes from the adjusted interval; their Wilcoxon p-values are Holm-adjusted "
+              "over the same k. The Wilcoxon test runs on the per-image differences averaged over seeds: it treats "
+              "the trained models as fixed and leaves seed variance out, so it can be far more confident than the "
+              "interval; the interval gives the verdict. **Exploratory** comparisons are everything else (AUC and clDice, an arm against a "
+              "base that is not its control, the learning curve): unadjusted 95% intervals that describe, not "
+              "conclude. A verdict only says where the interval lies: `CI above zero`, `below zero` or `includes "
+              "zero`.", ""]
+    return lines
+
+
+def labelled_table(results: dict) -> list[str]:
+    rows = results.get("labelled") or []
+    if not rows:
+        return []
+    lines = ["## Labelled images behind each arm", "",
+             "Real labelled images the arm trains on, and the labelled images behind the generator of its "
+             "synthetic pairs (— where it uses none).", "",
+             "| arm | n real | real images | generator images | total |", "|---|---|---|---|---|"]
+    for r in rows:
+        g = r.get("generator_images")
+        total = r.get("total", (r.get("real_images") or 0) + (g or 0))
+        lines.append(f"| {r.get('arm', '?')} | {r.get('regime', '?')} | {r.get('real_images', '?')} | "
+                     f"{'—' if g is None else g} | {total} |")
+    return lines + [""]
+
+
+def provenance_lines(results: dict) -> list[str]:
+    pv = results.get("provenance")
+    if not pv:
+        return []
+    lines = ["## Provenance", ""]
+    if pv.get("command"):
+        lines.append(f"- Command: `{pv['command']}`")
+    if pv.get("git_revision"):
+        lines.append(f"- Git revision: `{pv['git_revision']}`")
+    if pv.get("code_sha256"):
+        lines.append(f"- Source hash: `{pv['code_sha256']}`")
+    for key, name in (("precision", "Precision"), ("device_type", "Device type"), ("cuda_device", "GPU"),
+                      ("cpu_capability", "CPU capability")):
+        if pv.get(key):
+            lines.append(f"- {name}: {pv[key]}")
+    if pv.get("versions"):
+        lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in pv["versions"].items()))
+    if pv.get("code"):
+        lines.append("- Code:")
+        lines += [f"  - `{k}`: `{v}`" for k, v in pv["code"].items()]
     return lines + [""]
 
 
 def _inference(cfg: dict) -> str:
     if not cfg.get("infer_tile"):
         return "whole image"
-    return f"sliding window {cfg['infer_tile']} px, overlap {cfg['infer_overlap']}"
+    return f"sliding window {cfg['infer_tile']} px, overlap {cfg.get('infer_overlap', '?')}"
+
+
+def _protocol(cfg: dict, device: str) -> str:
+    return (f"- Protocol: profile `{cfg.get('profile', '?')}`, {cfg.get('arch', '?')}/{cfg.get('encoder', '?')} depth "
+            f"{cfg.get('encoder_depth', '?')}, {cfg.get('steps', '?')} AdamW steps of {cfg.get('batch_size', '?')} "
+            f"patches of {cfg.get('patch', '?')} px at working resolution {cfg.get('size', '?')}, input "
+            f"`{cfg.get('preprocess', 'rgb')}`, lr {cfg.get('lr', '?')} ({cfg.get('lr_schedule', '?')}), "
+            f"synth_ratio {cfg.get('synth_ratio', '?')}, seeds {cfg.get('seeds', '?')}, inference "
+            f"{_inference(cfg)}, threshold {cfg.get('threshold', '?')}; same batches and augmentation in every "
+            f"arm. Device: {device}.")
 
 
 def report_markdown(results: dict) -> str:
-    cfg, rows, pairs = results["config"], results["summary"], results["paired"]
+    cfg, rows, pairs = results.get("config") or {}, results.get("summary") or [], results.get("paired") or []
+    runs = results.get("runs") or []
+    present = {r["arm"] for r in runs}
     synth = results.get("synth") or {}
+    data = results.get("data") or {}
     lines = ["# Downstream segmentation benchmark", ""]
-    lines.append(f"Does adding synthetic image/mask pairs improve a {cfg['arch']}/{cfg['encoder']} segmenter on "
-                 "**real** images? Scores are computed at the images' native resolution, inside the FOV.")
+    lines.append(f"Does adding synthetic image/mask pairs improve a {cfg.get('arch', '?')}/{cfg.get('encoder', '?')} "
+                 "segmenter on **real** images? Scores are computed at the images' native resolution, inside the "
+                 "FOV.")
     lines.append("")
-    real = results["data"]["real"]
+    real = data.get("real") or {}
     if real.get("eval_mode") == "val":
         lines.append(f"- **Validation mode**: {len(real.get('val_ids', []))} training images held out as the "
                      f"evaluation set ({', '.join(real.get('val_ids', []))}); the test split was not loaded.")
-    lines.append(f"- Real data: `{real['root']}` ({real['layout']}), {real['n_train']} training images for the "
-                 f"regimes, {real['n_test']} evaluated images.")
+    if real:
+        lines.append(f"- Real data: `{real.get('root', '?')}` ({real.get('layout', '?')}), {real.get('n_train', '?')} "
+                     f"training images for the regimes, {real.get('n_test', '?')} evaluated images.")
     if synth:
         state = "verified against the evaluated images" if synth.get("verified") else "**UNVERIFIED**"
-        lines.append(f"- Synthetic data: `{synth.get('synth_dir')}`, {synth.get('n', '?')} pairs ({state}).")
+        fp = f", fingerprint `{synth['fingerprint']}`" if synth.get("fingerprint") else ""
+        lines.append(f"- Synthetic data: `{synth.get('synth_dir')}`, {synth.get('n', '?')} pairs ({state}){fp}.")
     for w in results.get("warnings", []):
         lines.append(f"- **WARNING: {w}**")
-    lines.append(f"- Protocol: profile `{cfg['profile']}`, {cfg['arch']}/{cfg['encoder']} depth "
-                 f"{cfg['encoder_depth']}, {cfg['steps']} AdamW steps of {cfg['batch_size']} patches of "
-                 f"{cfg['patch']} px at working resolution {cfg['size']}, input `{cfg.get('preprocess', 'rgb')}`, "
-                 f"lr {cfg['lr']} ({cfg['lr_schedule']}), synth_ratio {cfg['synth_ratio']}, seeds {cfg['seeds']}, "
-                 f"inference {_inference(cfg)}, "
-                 f"threshold {cfg['threshold']}; same batches and augmentation in every arm. Device: "
-                 + results.get("device", "?") + ".")
+    lines.append(_protocol(cfg, results.get("device", "?")))
     sl = steps_line(results)
     if sl:
         lines.append(sl)
-    lines.append(f"- Wall time: {results['wall_s'] / 60:.1f} min ({results['n_trained']} runs trained now, "
-                 f"{results['n_cached']} from cache, {results['n_reused']} reused).")
+    if "wall_s" in results:
+        lines.append(f"- Wall time: {results['wall_s'] / 60:.1f} min ({results.get('n_trained', '?')} runs trained "
+                     f"now, {results.get('n_cached', '?')} from cache, {results.get('n_reused', '?')} reused).")
     lines.append("")
-    for ev in eval_names(results["runs"]):
-        info = results["data"]["eval"].get(ev, {})
+    lines += how_to_read(results)
+    lines += labelled_table(results)
+    ks = family_sizes(pairs)
+    for ev in eval_names(runs):
+        info = (data.get("eval") or {}).get(ev, {})
         lines += [f"## {ev}: `{info.get('root', '?')}` split `{info.get('split', '?')}` "
                   f"({info.get('n', '?')} images)", "", "Mean ± std over seeds of the per-run mean scores "
-                  "(the synth arm uses no real image: it is trained once per seed and holds for every n).", "",
+                  "(an arm without real images is trained once per seed and holds for every n).", "",
                   scores_table(rows, ev), ""]
         pt = paired_table(pairs, ev)
         if pt:
-            k = (results.get("n_comparisons") or {}).get(ev, "?")
+            k = ks.get(ev, 0)
+            fam = (f"The primary family on this set is the k = {k} Dice comparisons of an arm with its "
+                   f"compute-matched control; their adjusted CIs are Bonferroni at "
+                   f"{_level(1 - 0.05 / k)} and give their verdicts, and their Wilcoxon p-values are "
+                   "Holm-adjusted over the same k." if k else
+                   "No arm's compute-matched control was run here: every comparison is exploratory.")
             lines += ["### Paired differences", "",
-                      f"Δ = arm − real in the same regime, on the same images and seeds (and the learning curve, "
-                      f"real at the largest minus the smallest regime). 95% CI from a two-level bootstrap "
-                      f"({cfg['bootstrap']} resamples: seeds, then images within seeds), so seed-to-seed variance "
-                      f"counts; per-seed Δ beside it; Wilcoxon signed-rank test on the per-image differences "
-                      f"averaged over seeds, Holm-adjusted over the {k} Dice comparisons this report makes.", "",
+                      "Δ = arm − base (named in each row) in the same regime, on the same images and seeds, and the "
+                      "learning curve (real at the largest minus the smallest regime). 95% CIs from a crossed "
+                      f"bootstrap ({cfg.get('bootstrap', '?')} resamples of seeds and of images, the image draw "
+                      "shared by the drawn seeds); per-seed Δ beside them; Wilcoxon signed-rank test on the "
+                      f"per-image differences averaged over seeds. {fam} Exploratory rows are unadjusted.", "",
                       pt, "", "### Verdict", ""]
-            lines += verdict_lines(pairs, ev) + [""]
+            lines += verdict_lines(pairs, ev, present) + [""]
     lines += plateau_lines(results)
     lines += ["![Dice vs number of real images](dice_vs_n.png)", ""]
+    lines += provenance_lines(results)
     return "\n".join(lines)
 
 

@@ -95,7 +95,17 @@ class Dataset:
         return [s.id for s in self.samples]
 
     def fingerprint(self) -> str:
-        """sha256 of the decoded samples (ids, images, masks), independent of file paths."""
+        """sha256 of the decoded samples (ids, images, masks and the FOV masks that scoring uses), independent
+        of file paths."""
+        from retinasynth.provenance import fingerprint_arrays
+
+        items = []
+        for s in self.samples:
+            items += [(s.id + ":image", s.image), (s.id + ":mask", s.mask), (s.id + ":fov", s.fov)]
+        return fingerprint_arrays(items)
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of runs recorded before the FOV masks were hashed (ids, images, masks only)."""
         from retinasynth.provenance import fingerprint_arrays
 
         items = []
@@ -211,9 +221,9 @@ def load_dataset(root: str | Path, split: str = "train", cfg: DataConfig | None 
     samples = []
     it = wanted
     if progress:
-        from tqdm.auto import tqdm
+        from retinasynth.progress import progress as progress_bar
 
-        it = tqdm(wanted, desc=f"loading {layout.name}/{split}", unit="img", leave=False)
+        it = progress_bar(wanted, desc=f"loading {layout.name}/{split}", unit="img", leave=False)
     for rec in it:
         s = load_record(rec, cfg, problems)
         if s is not None:

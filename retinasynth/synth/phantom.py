@@ -115,9 +115,9 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n: int, size: int = 256, s
     samples = []
     indices = range(int(n))
     if progress:
-        from tqdm import tqdm
+        from retinasynth.progress import progress as progress_bar
 
-        indices = tqdm(indices, desc="phantoms", unit="img")
+        indices = progress_bar(indices, desc="phantoms", unit="img")
     for i in indices:
         rng = np.random.default_rng([int(seed), i])
         image, mask, fov, info = render_phantom(int(size), rng)

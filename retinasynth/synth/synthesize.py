@@ -37,6 +37,7 @@ from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.data.preprocess import resize_image, resize_mask
 from retinasynth.data.similarity import mask_digest
 from retinasynth.errors import ConfigError, RetinaSynthError
+from retinasynth.precision import PRECISIONS, describe
 from retinasynth.profiles import DEFAULT_SOURCES
 from retinasynth.provenance import (
     run_record,
@@ -70,6 +71,9 @@ class SynthConfig:
     ema: bool = True
     filter_model: str | None = None  # a segmentation checkpoint (benchmark-downstream OUT/models/*.safetensors)
     filter_min_dice: float = 0.5
+    # The generator's forward pass (retinasynth.precision): auto = bf16 autocast where the hardware computes bf16
+    # natively, else fp32. synth.json's settings hold the resolved value: a resume must render at the same one.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n <= 0:
@@ -84,6 +88,8 @@ class SynthConfig:
         self.shard_range(self.n)
         if not 0.0 <= self.filter_min_dice <= 1.0:
             raise ConfigError(f"--filter-min-dice must be in [0, 1], got {self.filter_min_dice!r}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown --precision {self.precision!r}; valid: {', '.join(PRECISIONS)}.")
 
     @property
     def mix(self) -> dict[str, float]:
@@ -116,7 +122,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, settings: dict) -> se
         meta = out / "synth.json"
         if not meta.is_file():
             raise RetinaSynthError(f"{out}: not a retinasynth synthetic set (no synth.json); cannot resume.")
-        old = _read_synth_json(meta)["settings"]
+        old = _legacy_settings(_read_synth_json(meta)["settings"])
         diff = [k for k in settings if old.get(k) != settings[k]]
         if diff:
             raise RetinaSynthError(f"{out}: --resume with different settings ({', '.join(diff)}); use the "
@@ -127,6 +133,11 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, settings: dict) -> se
                     done.add(int(rec["pair"]))
         done |= {int(r["pair"]) for r in _read_manifest(out / DROPPED)}
     return done
+
+
+def _legacy_settings(settings: dict) -> dict:
+    """Settings of a set written before ``precision`` existed: its generator then always ran fp32."""
+    return {"precision": "fp32", **settings}
 
 
 def _manifest_files(out: Path) -> list[Path]:
@@ -195,16 +206,17 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     shard_range = (cfg.shard_range(cfg.n, f"{ranks.rank}/{ranks.world}") if ranks.distributed
                    else cfg.shard_range(cfg.n))
     run_cfg = read_run_config(run_dir)
-    gen = load_generator(run_dir, ema=cfg.ema, device=device)
+    gen = load_generator(run_dir, ema=cfg.ema, device=device, precision=cfg.precision)
     if cfg.filter_model:  # a damaged filter checkpoint is refused before anything is written
-        from retinasynth.bench.segmenter import load_segmenter
+        from retinasynth.segmenter import load_segmenter
 
         load_segmenter(cfg.filter_model)
     size = gen.size
     res = cfg.resolution or size
     stochastic = cfg.stochastic or cfg.samples_per_mask > 1
     mix = cfg.mix
-    settings = {**asdict(cfg), "generator_sha256": gen.weights_sha256}
+    # the resolved precision: the same settings then mean the same bytes (on the same machine)
+    settings = {**asdict(cfg), "precision": gen.precision, "generator_sha256": gen.weights_sha256}
     if ranks.main:
         try:
             done = _prepare_out(out, resume, overwrite, settings)
@@ -230,8 +242,8 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     meta = {"settings": settings, "run_dir": str(Path(run_dir).resolve()), "generator_sha256": gen.weights_sha256,
             "run_data": {k: run_data.get(k) for k in ("root", "layout", "train_ids", "val_ids", "config",
                                                        "fingerprint", "sample_fingerprints", "image_signatures")},
-            "n": cfg.n, "resolution": res, "mix": mix, "stochastic": stochastic, "record": record,
-            "status": "running"}
+            "n": cfg.n, "resolution": res, "mix": mix, "stochastic": stochastic,
+            "precision": describe(gen.precision, gen.device), "record": record, "status": "running"}
     if ranks.main:
         write_json_atomic(out / "synth.json", meta)
         for sub in ("images", "masks", "fov"):
@@ -248,7 +260,8 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     for p in todo:
         chunks.setdefault(p // cfg.batch_size, []).append(p)
     vers = {k: v for k, v in versions().items() if k in ("retinasynth", "torch", "numpy", "cv2")}
-    base_line = {"generator_sha256": gen.weights_sha256, "run_dir": meta["run_dir"], "versions": vers}
+    base_line = {"generator_sha256": gen.weights_sha256, "precision": gen.precision, "run_dir": meta["run_dir"],
+                 "versions": vers}
 
     def masks_for(pairs: list[int]) -> dict[int, MaskSpec]:
         return {mi: factory(mi) for mi in sorted({p // cfg.samples_per_mask for p in pairs})}
@@ -277,10 +290,10 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     gen_time, t_start = 0.0, time.perf_counter()
     bar = None
     if progress and ranks.main:
-        from tqdm.auto import tqdm
+        from retinasynth.progress import progress as progress_bar
 
-        bar = tqdm(total=len(shard_range), initial=len(shard_range) - len(todo),
-                   desc="synthesize", unit="pair", dynamic_ncols=True)
+        bar = progress_bar(total=len(shard_range), initial=len(shard_range) - len(todo),
+                           desc="synthesize", unit="pair", dynamic_ncols=True)
     keys = sorted(chunks)
     partial = out / (RANK_PARTIAL.format(ranks.rank) if ranks.distributed else PARTIAL)
     if partial.is_file() and partial.stat().st_size and not partial.read_bytes().endswith(b"\n"):
@@ -398,8 +411,8 @@ def merge_shards(out: str | Path, shard_dirs: list[str | Path], *, overwrite: bo
     ref = metas[0]
     fixed = ("settings", "run_dir", "generator_sha256", "run_data", "n", "resolution", "mix", "stochastic")
     for d, m in zip(dirs[1:], metas[1:]):
-        s0 = {k: v for k, v in ref["settings"].items() if k not in _SHARE_KEYS}
-        s1 = {k: v for k, v in m["settings"].items() if k not in _SHARE_KEYS}
+        s0 = {k: v for k, v in _legacy_settings(ref["settings"]).items() if k not in _SHARE_KEYS}
+        s1 = {k: v for k, v in _legacy_settings(m["settings"]).items() if k not in _SHARE_KEYS}
         diff = sorted({k for k in s0.keys() | s1.keys() if s0.get(k) != s1.get(k)}
                       | {k for k in fixed[1:] if ref.get(k) != m.get(k)})
         if diff:
@@ -459,18 +472,19 @@ def consistency_filter(out: Path, recs: list[dict], model_path: str, min_dice: f
     """
     import torch
 
-    from retinasynth.bench.segmenter import load_segmenter, segment_at_working_size
     from retinasynth.data.io import read_image, read_mask
     from retinasynth.metrics.seg import dice
+    from retinasynth.segmenter import load_segmenter
+    from retinasynth.segmenter.model import segment_at_working_size
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, seg_cfg = load_segmenter(model_path, dev)
     kept, dropped = [], []
     it = recs
     if progress:
-        from tqdm.auto import tqdm
+        from retinasynth.progress import progress as progress_bar
 
-        it = tqdm(recs, desc="consistency filter", unit="pair", dynamic_ncols=True)
+        it = progress_bar(recs, desc="consistency filter", unit="pair", dynamic_ncols=True)
     for r in it:
         if "consistency_dice" not in r:
             prob, mask, fov = segment_at_working_size(
@@ -542,7 +556,7 @@ with `retinasynth.data.load_dataset(DIR, "all")`, or with Hugging Face `datasets
 
 ## How it was made
 - Generator: Pix2Pix U-Net from the run `{meta['run_dir']}` ({'EMA' if s['ema'] else 'raw'} weights,
-  sha256 `{meta['generator_sha256']}`), trained on the training split of {name}
+  sha256 `{meta['generator_sha256']}`, rendered at {s.get('precision', 'fp32')}), trained on the training split of {name}
   (`{meta['run_data'].get('root')}`, {len(meta['run_data'].get('train_ids') or [])} images).
 - Masks: mix {s['sources']}; seed {s['seed']}; {s['samples_per_mask']} image(s) per mask
   ({'stochastic' if meta['stochastic'] else 'deterministic'} rendering).

@@ -2,7 +2,8 @@
 
 Layout of a run directory::
 
-    config.json               resolved config, generator geometry, data fingerprint, versions, git rev
+    config.json               resolved config (train.precision: the resolved one), generator geometry, data
+                              fingerprint, precision record, versions, git rev
     generator.safetensors     raw generator weights
     generator_ema.safetensors EMA generator weights (used for inference by default)
     state.pt                  discriminator, optimisers, schedulers, scaler, RNG states, step, and the

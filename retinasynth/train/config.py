@@ -9,9 +9,8 @@ from retinasynth.data.dataset import DataConfig
 from retinasynth.errors import ConfigError
 from retinasynth.models.factory import ModelConfig
 from retinasynth.models.losses import GAN_LOSSES
+from retinasynth.precision import LEGACY_AMP, PRECISIONS
 from retinasynth.profiles import FIT_PROFILES, check_registry
-
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,10 @@ class TrainConfig:
     log_every: int = 25
     sample_every: int = 500
     ckpt_every: int = 250
-    amp: str = "auto"  # CUDA only: auto picks bf16 where supported, else fp16 with a grad scaler
+    # Forward-pass precision (retinasynth.precision): auto = bf16 autocast where the hardware computes bf16
+    # natively (CPUs with avx512_bf16/amx_bf16, CUDA with bf16), fp16 + grad scaler on CUDA without bf16,
+    # else fp32; fp32/bf16/fp16 force one. A run's config.json holds the resolved value (what a resume uses).
+    precision: str = "auto"
     channels_last: bool | None = None  # None: on for CUDA, off for CPU (measured slower there)
     compile: bool = False
     threads: int | None = None  # CPU threads; None = all cores
@@ -65,8 +67,8 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay!r}.")
         if self.gan_loss not in GAN_LOSSES:
             raise ConfigError(f"unknown train.gan_loss {self.gan_loss!r}; valid: {', '.join(GAN_LOSSES)}.")
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"unknown train.amp {self.amp!r}; valid: {', '.join(AMP_MODES)}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown train.precision {self.precision!r}; valid: {', '.join(PRECISIONS)}.")
         if not isinstance(self.consistency, (int, float)) or isinstance(self.consistency, bool) \
                 or self.consistency < 0:
             raise ConfigError(f"train.consistency must be a number >= 0, got {self.consistency!r}.")
@@ -139,4 +141,19 @@ def build_fit_config(profile: str = "cpu", config_file: str | None = None,
             data.setdefault(section, {}).update(values)
     data = apply_overrides(data, list(overrides))
     data["profile"] = profile
+    upgrade_legacy_train(data.get("train"))
     return from_dict(FitConfig, data)
+
+
+def upgrade_legacy_train(train: dict | None, device_type: str | None = None) -> dict | None:
+    """Map the former ``train.amp`` setting (config files, overrides, old run directories) to ``precision``,
+    in place; an explicit ``precision`` wins. ``amp`` applied to CUDA only: with ``device_type='cpu'`` (the
+    device an old run recorded) the run trained fp32, whatever its ``amp``."""
+    if isinstance(train, dict) and "amp" in train:
+        amp = train.pop("amp")
+        if "precision" not in train:
+            if amp not in LEGACY_AMP:
+                raise ConfigError(f"unknown train.amp {amp!r} (now train.precision); valid: "
+                                  f"{', '.join(PRECISIONS)}.")
+            train["precision"] = "fp32" if device_type == "cpu" else LEGACY_AMP[amp]
+    return train

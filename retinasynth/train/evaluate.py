@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from retinasynth.config import from_dict
 from retinasynth.data.dataset import DataConfig, load_dataset
@@ -20,6 +19,8 @@ from retinasynth.metrics.image import (
     sound_scores,
     summarize,
 )
+from retinasynth.precision import describe
+from retinasynth.progress import progress as progress_bar
 from retinasynth.provenance import run_record, write_json_atomic, write_png_atomic, write_text_atomic
 from retinasynth.rundir import load_generator, read_run_config
 
@@ -33,7 +34,7 @@ def _notebook_view(img: np.ndarray, size: int) -> np.ndarray:
 
 def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", out: str | Path | None = None,
              notebook_size: int = 256, ema: bool = True, n_grid: int = 4, progress: bool = True,
-             device: str | None = None, reader_steps: int = 600) -> dict:
+             device: str | None = None, reader_steps: int = 600, precision: str = "auto") -> dict:
     """Score the run's generator on ``split`` of ``data_root`` under both protocols; write the results.
 
     Writes ``metrics.json``, ``per_image.csv`` and ``comparison.png`` (mask | generated | real) into
@@ -45,6 +46,9 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     for ``reader_steps`` steps on the run's own training images, then segments each evaluated image's
     rendering G(mask) and the real photograph; Dice against the mask inside the FOV, for both. Rendered
     Dice far below real Dice means vessels drawn too faintly; far above, vessels cleaner than real ones.
+
+    ``precision`` ('auto', 'fp32', 'bf16', 'fp16'; :mod:`retinasynth.precision`) is resolved once for the device;
+    the generator's and the reader's forward passes run at it, and metrics.json records it (``precision``).
     """
     if not isinstance(reader_steps, int) or reader_steps < 0:
         raise RetinaSynthError(f"reader_steps must be an integer >= 0 (0: no vessel-consistency proxy), got "
@@ -52,7 +56,7 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     data_cfg = from_dict(DataConfig, cfg["config"]["data"])
-    gen = load_generator(run_dir, ema=ema, device=device)
+    gen = load_generator(run_dir, ema=ema, device=device, precision=precision)
     ds = load_dataset(data_root, split, data_cfg)
     if split != "test":
         from retinasynth.data.io import warn_once
@@ -67,13 +71,13 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     mean_img = np.clip(np.mean([s.image.astype(np.float64) for s in train], axis=0).round(), 0, 255).astype(np.uint8)
     reader = None
     if reader_steps:
-        from retinasynth.bench.segmenter import train_reader
+        from retinasynth.segmenter import train_reader
 
         model, bc = train_reader(train, data_cfg.size, reader_steps, 1, gen.device, preprocess="green_clahe",
-                                 progress=progress, desc="vessel-consistency reader")
-        reader = {"model": model, "cfg": bc, "n": len(train), "device": gen.device}
+                                 progress=progress, desc="vessel-consistency reader", precision=gen.precision)
+        reader = {"model": model, "cfg": bc, "n": len(train), "device": gen.device, "precision": gen.precision}
     rows, grid = [], []
-    it = tqdm(ds.samples, desc=f"evaluate {split}", unit="img", disable=not progress)
+    it = progress_bar(ds.samples, desc=f"evaluate {split}", unit="img", disable=not progress)
     for s in it:
         fake = gen.render(s.mask, s.fov)[0]
         nb = notebook_scores(_notebook_view(fake, notebook_size), _notebook_view(s.image, notebook_size))
@@ -108,13 +112,15 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         "mean_training_image_baseline": {"notebook_protocol": block("meanimage_notebook_"),
                                          "sound_protocol": block("meanimage_sound_")},
         "notebook_reported": dict(NOTEBOOK_REPORTED),
+        "precision": describe(gen.precision, gen.device),
         "record": run_record(),
     }
     if reader:
         rd, rl = block("consistency_rendered_"), block("consistency_real_")
         result["vessel_consistency"] = {
             "reader": {"network": f"{reader['cfg'].arch}/{reader['cfg'].encoder}", "input": "green_clahe",
-                       "steps": reader_steps, "seed": 1, "trained_on": f"{reader['n']} training images of the run"},
+                       "steps": reader_steps, "seed": 1, "trained_on": f"{reader['n']} training images of the run",
+                       "precision": reader["precision"]},
             "rendered": rd["dice"], "real": rl["dice"], "ratio": rd["dice"]["mean"] / max(rl["dice"]["mean"], 1e-9)}
     nb = result["notebook_protocol"]["scores"]
     result["beats_notebook"] = beats_notebook({k: v["mean"] for k, v in nb.items()})
@@ -130,12 +136,14 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
 
 
 def _consistency_row(reader: dict, fake: np.ndarray, s) -> dict:
-    from retinasynth.bench.segmenter import predict_prob
     from retinasynth.data.preprocess import enhance
     from retinasynth.metrics.seg import dice
+    from retinasynth.segmenter import predict_prob
 
     return {f"consistency_{name}_dice": dice(predict_prob(reader["model"], enhance(img, reader["cfg"].preprocess),
-                                                         reader["device"], reader["cfg"].multiple), s.mask, s.fov)
+                                                         reader["device"], reader["cfg"].multiple,
+                                                         reader.get("precision", "fp32")),
+                                             s.mask, s.fov)
             for name, img in (("rendered", fake), ("real", s.image))}
 
 

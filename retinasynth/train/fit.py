@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import copy
 import json
 import os
@@ -16,10 +15,11 @@ import torch.distributed as dist
 
 from retinasynth.data.dataset import Dataset, load_dataset
 from retinasynth.data.transforms import apply_paired, gan_augmentation
-from retinasynth.errors import RetinaSynthError
+from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.models.condition import image_to_tensor, make_condition, tensor_to_image
 from retinasynth.models.factory import create_discriminator, create_generator
 from retinasynth.models.losses import GANLoss, reconstruction_l1
+from retinasynth.precision import PRECISIONS, autocast, describe, grad_scaler, resolve_precision
 from retinasynth.provenance import run_record, write_png_atomic
 from retinasynth.scaleout import Ranks as _Dist  # one definition of rank/world/local_rank for all commands
 from retinasynth.scaleout import shutdown
@@ -87,13 +87,16 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 
 @torch.no_grad()
-def _sample_grid(G: torch.nn.Module, val: list, cfg: FitConfig, device) -> tuple[np.ndarray, float]:
+def _sample_grid(G: torch.nn.Module, val: list, cfg: FitConfig, device,
+                 precision: str = "fp32") -> tuple[np.ndarray, float]:
     """Rows of mask | generated | real on held-out masks; returns the grid and the mean L1 in [0, 1]."""
     G.eval()
     rows, l1 = [], []
     for s in val:
         x = torch.from_numpy(make_condition(s.mask, s.fov, cfg.model.coords)[None]).to(device)
-        fake = tensor_to_image(G(x))[0]
+        with autocast(precision, device):
+            y = G(x)
+        fake = tensor_to_image(y.float())[0]
         l1.append(float(np.abs(fake.astype(np.float32) - s.image).mean() / 255))
         m = np.repeat(s.mask[:, :, None].astype(np.uint8) * 255, 3, axis=2)
         rows.append(np.concatenate([m, fake, s.image], axis=1))
@@ -102,18 +105,35 @@ def _sample_grid(G: torch.nn.Module, val: list, cfg: FitConfig, device) -> tuple
 
 
 def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resume: bool = False,
-        progress: bool = True, device: str | None = None, stop_at: int | None = None) -> Path:
+        progress: bool = True, device: str | None = None, stop_at: int | None = None,
+        precision: str | None = None) -> Path:
     """Train a generator on the training split of ``data_root``; write the run to ``out_dir``.
 
     With ``resume=True`` an interrupted run continues from its last checkpoint with the config it was
     started with; on CPU the result is identical to an uninterrupted run. ``stop_at`` ends this
     invocation after that step (with a checkpoint), for time-boxed jobs; ``--resume`` continues.
+
+    The forward passes run at ``cfg.train.precision``, resolved once for this device
+    (:func:`retinasynth.precision.resolve_precision`) and recorded in config.json (``config.train.precision``
+    holds the resolved value, ``precision`` what :func:`~retinasynth.precision.describe` says). ``precision``
+    is an explicit request: on a new run it replaces ``cfg.train.precision``; on resume the recorded
+    precision is used and a different explicit 'fp32'/'bf16'/'fp16' is a one-line ConfigError.
     """
     out = Path(out_dir)
+    requested = None  # on resume: what the run's first start asked for (recorded), for the record only
+    if precision is not None and not resume:
+        from dataclasses import replace
+
+        cfg = replace(cfg, train=replace(cfg.train, precision=precision))
     if resume:
         saved = ck.read_run_config(out)
-        from retinasynth.train.config import build_fit_config
+        from retinasynth.train.config import build_fit_config, upgrade_legacy_train
 
+        # A run from before `precision` holds the CUDA-only `amp`: on a CPU it trained fp32.
+        train_saved = saved["config"]["train"]
+        legacy = isinstance(train_saved, dict) and "amp" in train_saved and "precision" not in train_saved
+        requested = f"amp={train_saved['amp']}" if legacy else (saved.get("precision") or {}).get("requested")
+        upgrade_legacy_train(train_saved, str(saved.get("device", "cpu")).split(":")[0])
         cfg = build_fit_config(saved["config"]["profile"], None, _flatten(saved["config"]))
         data_root = saved["data"]["root"] if data_root is None else data_root
     elif out.exists() and any(out.iterdir()):
@@ -129,6 +149,7 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
         dev = torch.device("cuda", dd.local_rank)
         torch.cuda.set_device(dev)
     t = cfg.train
+    prec = _resolve_run_precision(t.precision, precision, dev, out if resume else None)
     if t.threads:
         torch.set_num_threads(t.threads)
 
@@ -148,20 +169,19 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
     opt_d = torch.optim.Adam(D.parameters(), t.lr, betas=(t.beta1, t.beta2))
     sch_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_lambda(cfg))
     sch_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_lambda(cfg))
-    amp_dtype = None
-    if dev.type == "cuda" and t.amp != "off":
-        amp_dtype = torch.float16 if t.amp == "fp16" or (
-            t.amp == "auto" and not torch.cuda.is_bf16_supported()) else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    scaler = grad_scaler(prec, dev)  # enabled for fp16 only
 
     start = 0
     data_fp = ds.fingerprint()  # hashed once: checked on resume, stored in every checkpoint
-    payload = {"config": cfg.to_dict(), "generator": {"depth": depth, "in_channels": cfg.model.in_channels},
+    config = cfg.to_dict()
+    config["train"]["precision"] = prec  # the resolved precision: what a resume runs at
+    payload = {"config": config, "generator": {"depth": depth, "in_channels": cfg.model.in_channels},
                "data": {**ds.describe(), "train_ids": [s.id for s in train], "val_ids": [s.id for s in val],
                         # near-duplicate signatures: lets the benchmark's leakage guard compare the generator's
                         # training images with evaluated ones without this data folder
                         "image_signatures": image_signatures(ds.samples)},
-               "record": run_record(t.seed), "world_size": dd.world, "device": str(dev), "status": "running"}
+               "record": run_record(t.seed), "world_size": dd.world, "device": str(dev),
+               "precision": {**describe(prec, dev), "requested": requested or t.precision}, "status": "running"}
     st = ck.load_checkpoint(out, G, ema) if resume else None
     if st is not None:
         if st.get("data_fingerprint") != data_fp:
@@ -185,7 +205,7 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
         out.mkdir(parents=True, exist_ok=True)
         ck.write_run_config(out, payload)
 
-    seg = _consistency_segmenter(cfg, train, out, dev, dd, progress) if t.consistency > 0 else None
+    seg = _consistency_segmenter(cfg, train, out, dev, dd, progress, prec) if t.consistency > 0 else None
 
     if dd.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -207,7 +227,7 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
         ck.save_checkpoint(out, G, ema, state)
 
     loop = dict(seg=seg, G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, sch_g=sch_g, sch_d=sch_d, scaler=scaler,
-                amp_dtype=amp_dtype, channels_last=channels_last, dev=dev, train=train, val=val, dd=dd)
+                precision=prec, channels_last=channels_last, dev=dev, train=train, val=val, dd=dd)
     end = min(t.steps, stop_at) if stop_at else t.steps
     _train_loop(cfg, out, start, end, checkpoint, progress, **loop)
     if dd.main and end == t.steps:
@@ -218,19 +238,40 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
     return out
 
 
-def _consistency_segmenter(cfg, train, out: Path, dev, dd, progress: bool) -> ConsistencyLoss:
+def _resolve_run_precision(requested: str, explicit: str | None, dev: torch.device, resumed: Path | None) -> str:
+    """The precision this fit runs at. A new run resolves its request for ``dev``; a resumed run keeps the
+    precision it recorded (``requested`` is then that resolved value), refusing a different explicit one and a
+    device that cannot run it."""
+    if resumed is None:
+        return resolve_precision(requested, dev)
+    if explicit is not None and explicit not in PRECISIONS:
+        resolve_precision(explicit, dev)  # the one-line error for an unknown name
+    try:
+        prec = resolve_precision(requested, dev)
+    except ConfigError as e:
+        raise ConfigError(f"{resumed}: the run trains at precision {requested} (recorded in config.json), which "
+                          f"this {dev.type} cannot run ({str(e).split(';')[0]}); resume it on a device that "
+                          "can, or start a new run.") from None
+    if explicit not in (None, "auto", prec):
+        raise ConfigError(f"{resumed}: the run trains at precision {prec} (recorded in config.json); --resume "
+                          f"cannot switch it to {explicit}: drop --precision or start a new run.")
+    return prec
+
+
+def _consistency_segmenter(cfg, train, out: Path, dev, dd, progress: bool, precision: str = "fp32",
+                           ) -> ConsistencyLoss:
     """The vessel-consistency loss around its frozen reader: a small smp U-Net trained on this fit's own
     training images (never on held-out or test ones), saved in the run so that a resume reuses it.
 
     It reads RGB as stored (no CLAHE, which is not differentiable); with its gradient the generator learns to
     draw every vessel of the mask visibly enough to be segmented, and nothing vessel-like where there is none.
     """
-    from retinasynth.bench.segmenter import load_segmenter, save_segmenter, train_reader
+    from retinasynth.segmenter import load_segmenter, save_segmenter, train_reader
 
     path = out / "consistency_segmenter.safetensors"
     if dd.main and not path.is_file():
         model, bc = train_reader(train, cfg.data.size, cfg.train.consistency_steps, cfg.train.seed, dev,
-                                 progress=progress, desc="consistency segmenter")
+                                 progress=progress, desc="consistency segmenter", precision=precision)
         save_segmenter(path, model, bc)
     if dd.world > 1:
         dist.barrier()
@@ -238,17 +279,20 @@ def _consistency_segmenter(cfg, train, out: Path, dev, dd, progress: bool) -> Co
     # loads it, continues exactly like an uninterrupted one.
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         model, _ = load_segmenter(path, dev)
-    return ConsistencyLoss(model).to(dev)
+    return ConsistencyLoss(model, precision).to(dev)
 
 
 class ConsistencyLoss(torch.nn.Module):
-    """Dice + BCE of a frozen segmenter on G's output against the condition's vessel mask (channel 0)."""
+    """Dice + BCE of a frozen segmenter on G's output against the condition's vessel mask (channel 0).
 
-    def __init__(self, seg: torch.nn.Module) -> None:
-        from retinasynth.bench.sampling import MEAN, STD
-        from retinasynth.bench.segmenter import SegLoss
+    The segmenter's forward pass runs at ``precision`` (resolved; autocast), the loss in fp32."""
+
+    def __init__(self, seg: torch.nn.Module, precision: str = "fp32") -> None:
+        from retinasynth.segmenter.model import SegLoss
+        from retinasynth.segmenter.sampling import MEAN, STD
 
         super().__init__()
+        self.precision = precision
         self.seg = seg.eval().requires_grad_(False)
         self.loss = SegLoss()
         self.register_buffer("mean", torch.as_tensor(MEAN).view(1, 3, 1, 1), persistent=False)
@@ -256,36 +300,40 @@ class ConsistencyLoss(torch.nn.Module):
 
     def forward(self, fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = ((fake.float() + 1) / 2 - self.mean) / self.std  # G's [-1, 1] -> the reader's ImageNet input
-        return self.loss(self.seg(x), (cond[:, :1].float() > 0).float())
+        with autocast(self.precision, x.device):
+            logits = self.seg(x)
+        return self.loss(logits.float(), (cond[:, :1].float() > 0).float())
 
 
 def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, opt_g, opt_d, sch_g, sch_d, scaler,
-                amp_dtype, channels_last, dev, train, val, dd) -> None:
+                precision, channels_last, dev, train, val, dd) -> None:
     t = cfg.train
     gan = GANLoss(t.gan_loss)
     pipe = gan_augmentation(None, cfg.data.size)
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     bar = _progress(range(start, end), start, t.steps, progress and dd.main)
     t0, logged = time.perf_counter(), start
     for step in bar:
         cond, real = (x.to(dev, non_blocking=True).to(memory_format=fmt)
                       for x in _batch(train, cfg, step, pipe, dd.rank, dd.world))
-        with autocast():
+        # Forward passes of G and D under autocast (fp32: none); every loss in fp32 (.float() is a no-op there).
+        with autocast(precision, dev):
             fake = G(cond)
-            # Discriminator: real pairs -> real, generated pairs -> fake (0.5 weight as in pix2pix).
-            d_loss = 0.5 * (gan(D(torch.cat([cond, real], 1)), True)
-                            + gan(D(torch.cat([cond, fake.detach()], 1)), False))
+            d_real, d_fake = D(torch.cat([cond, real], 1)), D(torch.cat([cond, fake.detach()], 1))
+        # Discriminator: real pairs -> real, generated pairs -> fake (0.5 weight as in pix2pix).
+        d_loss = 0.5 * (gan(d_real.float(), True) + gan(d_fake.float(), False))
         opt_d.zero_grad(set_to_none=True)
         scaler.scale(d_loss).backward()
         scaler.step(opt_d)
-        with autocast():
-            g_gan = gan(D(torch.cat([cond, fake], 1)), True, for_disc=False)
-            g_l1 = reconstruction_l1(fake, real, cond, t.vessel_l1)
-            g_loss = g_gan + t.l1_weight * g_l1
-            if seg is not None:
-                g_cons = seg(fake, cond)
-                g_loss = g_loss + t.consistency * g_cons
+        with autocast(precision, dev):
+            d_gen = D(torch.cat([cond, fake], 1))
+        fake = fake.float()
+        g_gan = gan(d_gen.float(), True, for_disc=False)
+        g_l1 = reconstruction_l1(fake, real, cond, t.vessel_l1)
+        g_loss = g_gan + t.l1_weight * g_l1
+        if seg is not None:
+            g_cons = seg(fake, cond)  # the segmenter's forward at the same precision, its loss in fp32
+            g_loss = g_loss + t.consistency * g_cons
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
         scaler.step(opt_g)
@@ -306,7 +354,7 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, o
             rate = (done - logged) / max(1e-9, time.perf_counter() - t0)
             rec = {"step": done, **losses, "lr": sch_g.get_last_lr()[0], "steps_per_s": rate}
             if done % t.sample_every == 0 or done == t.steps:
-                grid, val_l1 = _sample_grid(ema, val, cfg, dev)
+                grid, val_l1 = _sample_grid(ema, val, cfg, dev, precision)
                 write_png_atomic(out / "samples" / f"step_{done:06d}.png", grid)
                 rec["val_l1_ema"] = val_l1
             _append_log(out / "log.jsonl", rec)
@@ -319,9 +367,9 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, o
 def _progress(it, start: int, total: int, show: bool):
     if not show:
         return it
-    from tqdm.auto import tqdm
+    from retinasynth.progress import progress
 
-    return tqdm(it, initial=start, total=total, desc="fit", unit="step", dynamic_ncols=True)
+    return progress(it, initial=start, total=total, desc="fit", unit="step", dynamic_ncols=True)
 
 
 def _append_log(path: Path, rec: dict) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -10,14 +9,15 @@ import cv2
 import numpy as np
 import torch
 
-from retinasynth.bench.config import BenchConfig
-from retinasynth.bench.sampling import PatchSampler, draw_batch, to_tensor
 from retinasynth.data.dataset import Sample
 from retinasynth.errors import ConfigError
 from retinasynth.metrics.seg import segmentation_scores
+from retinasynth.precision import autocast, grad_scaler, resolve_precision
+from retinasynth.segmenter.config import READER, SEGMENTER_FIELDS, SegmenterConfig, upgrade_legacy
+from retinasynth.segmenter.sampling import PatchSampler, draw_batch, to_tensor
 
 
-def create_segmenter(cfg: BenchConfig) -> torch.nn.Module:
+def create_segmenter(cfg: SegmenterConfig) -> torch.nn.Module:
     """``smp.create_model(arch, encoder, encoder_weights=None, in_channels=3, classes=1)``; offline."""
     import segmentation_models_pytorch as smp
 
@@ -30,8 +30,9 @@ def create_segmenter(cfg: BenchConfig) -> torch.nn.Module:
                           f"encoder_depth={cfg.encoder_depth}: {msg}") from None
 
 
-def save_segmenter(path, model: torch.nn.Module, cfg: BenchConfig) -> None:
-    """Weights in safetensors, with the BenchConfig that rebuilds the model in the file's metadata."""
+def save_segmenter(path, model: torch.nn.Module, cfg: SegmenterConfig, metadata: dict[str, str] | None = None) -> None:
+    """Weights in safetensors, with the SegmenterConfig that rebuilds the model (and any string ``metadata``,
+    e.g. the benchmark's cache key) in the file's metadata."""
     import json
 
     from safetensors.torch import save
@@ -39,10 +40,11 @@ def save_segmenter(path, model: torch.nn.Module, cfg: BenchConfig) -> None:
     from retinasynth.provenance import write_bytes_atomic
 
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    write_bytes_atomic(path, save(sd, metadata={"bench_config": json.dumps(cfg.to_dict(), default=list)}))
+    meta = {"segmenter_config": json.dumps(cfg.segmenter().to_dict(), default=list), **(metadata or {})}
+    write_bytes_atomic(path, save(sd, metadata=meta))
 
 
-def load_segmenter(path, device: torch.device | None = None) -> tuple[torch.nn.Module, BenchConfig]:
+def load_segmenter(path, device: torch.device | None = None) -> tuple[torch.nn.Module, SegmenterConfig]:
     """Rebuild a segmenter saved by ``save_segmenter`` (e.g. ``BENCH_OUT/models/real_n20_s0.safetensors``)."""
     import json
     from pathlib import Path
@@ -60,7 +62,9 @@ def load_segmenter(path, device: torch.device | None = None) -> tuple[torch.nn.M
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        cfg = from_dict(BenchConfig, json.loads(meta["bench_config"]))
+        saved = json.loads(meta["segmenter_config"] if "segmenter_config" in meta else meta["bench_config"])
+        # files of the benchmark before the segmenter had its own config hold the whole BenchConfig
+        cfg = from_dict(SegmenterConfig, {k: v for k, v in upgrade_legacy(saved).items() if k in SEGMENTER_FIELDS})
     except Exception as e:  # noqa: BLE001 - any failure means this is not our checkpoint
         raise RetinaSynthError(f"{path}: not a retinasynth segmentation checkpoint ({type(e).__name__}); pass a "
                                "benchmark-downstream OUT/models/*.safetensors file.") from None
@@ -88,7 +92,7 @@ class SegLoss(torch.nn.Module):
         return self.dice(logits, target) + self.bce(logits, target)
 
 
-def lr_factor(cfg: BenchConfig):
+def lr_factor(cfg: SegmenterConfig):
     """Linear warm-up over the first 3% of steps, then cosine decay to 1% (or constant)."""
     warm = int(0.03 * cfg.steps)
 
@@ -103,15 +107,12 @@ def lr_factor(cfg: BenchConfig):
     return f
 
 
-def _amp_dtype(cfg: BenchConfig, dev: torch.device):
-    if dev.type != "cuda" or cfg.amp == "off":
-        return None
-    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
+def resolved_precision(cfg: SegmenterConfig, device: torch.device) -> str:
+    """The precision ``cfg`` runs at on ``device`` ('fp32', 'bf16' or 'fp16'): what runs record and keys hold."""
+    return resolve_precision(cfg.precision, device)
 
 
-def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], arm: str, seed: int,
+def train_segmenter(cfg: SegmenterConfig, real: list[Sample], synth: list[Sample], arm: str, seed: int,
                     device: torch.device, progress: bool = False, desc: str = "train",
                     init: dict[str, torch.Tensor] | None = None) -> tuple[torch.nn.Module, dict]:
     """Train one segmenter for ``cfg.steps`` AdamW steps; deterministic on CPU for a given seed.
@@ -135,23 +136,22 @@ def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], a
     loss_fn = SegLoss().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
-    amp = _amp_dtype(cfg, device)
-    autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    precision = resolved_precision(cfg, device)
+    scaler = grad_scaler(precision, device)
     sampler = PatchSampler(cfg.patch, cfg.size, cfg.min_fov, cfg.augment)
     every = max(1, cfg.steps // 20)
     curve, n_synth, running = [], 0, []
     steps = range(cfg.steps)
     if progress:
-        from tqdm.auto import tqdm
+        from retinasynth.progress import progress as progress_bar
 
-        steps = tqdm(steps, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+        steps = progress_bar(steps, desc=desc, unit="step", leave=False, dynamic_ncols=True)
     t0 = time.perf_counter()
     for step in steps:
         x, y, k = draw_batch(real, synth, arm, cfg.synth_ratio, cfg.batch_size, seed, step, sampler)
         n_synth += k
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast():
+        with autocast(precision, device):
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -167,24 +167,24 @@ def train_segmenter(cfg: BenchConfig, real: list[Sample], synth: list[Sample], a
             if hasattr(steps, "set_postfix"):
                 steps.set_postfix(loss=f"{curve[-1][1]:.3f}")
     model.eval()
-    log = {"steps": cfg.steps, "final_loss": curve[-1][1], "loss_curve": curve,
+    log = {"steps": cfg.steps, "precision": precision, "final_loss": curve[-1][1], "loss_curve": curve,
            "synth_share": n_synth / (cfg.steps * cfg.batch_size), "train_wall_s": time.perf_counter() - t0}
     return model, log
 
 
 def train_reader(samples: list[Sample], size: int, steps: int, seed: int, device: torch.device,
                  preprocess: str = "rgb", progress: bool = False, desc: str = "reader",
-                 ) -> tuple[torch.nn.Module, BenchConfig]:
+                 precision: str = "fp32") -> tuple[torch.nn.Module, SegmenterConfig]:
     """A segmenter trained on real ``samples`` only, to read generated images: the benchmark's default network,
     light augmentation, 96-px patches (or the image side), ``preprocess`` applied to its inputs. Its random
     draws are kept off the caller's generator, so a caller's own seeded sequence is unchanged by it. Used by
-    `fit`'s vessel-consistency loss and by `evaluate`'s vessel-consistency proxy."""
+    `fit`'s vessel-consistency loss and by `evaluate`'s vessel-consistency proxy, each at its own precision."""
     import dataclasses
 
     from retinasynth.data.preprocess import enhance
 
-    cfg = BenchConfig(preprocess=preprocess, augment="light", steps=steps, size=size,
-                      patch=min(96, size - size % 16), regimes=(1,), seeds=(seed,))
+    cfg = SegmenterConfig(**{**READER, "patch": min(READER["patch"], size - size % 16)}, preprocess=preprocess,
+                          steps=steps, size=size, precision=precision)
     if preprocess != "rgb":
         samples = [dataclasses.replace(s, image=enhance(s.image, preprocess)) for s in samples]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -194,7 +194,7 @@ def train_reader(samples: list[Sample], size: int, steps: int, seed: int, device
 
 @torch.no_grad()
 def predict_prob(model: torch.nn.Module, image: np.ndarray, device: torch.device, multiple: int,
-                 amp=None, tile: int | None = None, overlap: float = 0.5, batch: int = 4) -> np.ndarray:
+                 precision: str = "fp32", tile: int | None = None, overlap: float = 0.5, batch: int = 4) -> np.ndarray:
     """Vessel probability of a working-resolution image.
 
     With ``tile`` None the whole image goes through in one pass (zero-padded to a multiple of the
@@ -203,7 +203,9 @@ def predict_prob(model: torch.nn.Module, image: np.ndarray, device: torch.device
     blended with a Gaussian weight (sigma = tile / 4) so that tile borders, where the network sees
     least context, count least.
     """
-    ctx = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
+    def ctx():
+        return autocast(precision, device)
+
     h, w = image.shape[:2]
     if tile is None:
         ph, pw = -h % multiple, -w % multiple
@@ -248,7 +250,7 @@ def to_native(prob: np.ndarray, native_shape: tuple[int, int]) -> np.ndarray:
     return np.clip(cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
-def segment_at_working_size(model: torch.nn.Module, cfg: BenchConfig, image: np.ndarray, mask: np.ndarray,
+def segment_at_working_size(model: torch.nn.Module, cfg: SegmenterConfig, image: np.ndarray, mask: np.ndarray,
                             fov: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Segment an image the way the benchmark does: brought to the segmenter's working resolution
     (``cfg.size``, with its mask and FOV), with its input preprocessing and inference window.
@@ -256,19 +258,19 @@ def segment_at_working_size(model: torch.nn.Module, cfg: BenchConfig, image: np.
     from retinasynth.data.preprocess import enhance, prepare
 
     image, mask, fov = prepare(image, mask, fov, cfg.size)
-    prob = predict_prob(model, enhance(image, cfg.preprocess), device, cfg.multiple, _amp_dtype(cfg, device),
+    prob = predict_prob(model, enhance(image, cfg.preprocess), device, cfg.multiple, resolved_precision(cfg, device),
                         cfg.infer_tile, cfg.infer_overlap)
     return prob, mask, fov
 
 
-def evaluate_segmenter(model: torch.nn.Module, cfg: BenchConfig, work: list[Sample], native: dict[str, Sample],
+def evaluate_segmenter(model: torch.nn.Module, cfg: SegmenterConfig, work: list[Sample], native: dict[str, Sample],
                        device: torch.device) -> dict[str, dict[str, float]]:
     """Per-image scores at native resolution inside the FOV: {id: {metric: value}}."""
-    amp = _amp_dtype(cfg, device)
+    precision = resolved_precision(cfg, device)
     out = {}
     for s in work:
         ref = native[s.id]
-        prob = to_native(predict_prob(model, s.image, device, cfg.multiple, amp, cfg.infer_tile, cfg.infer_overlap),
+        prob = to_native(predict_prob(model, s.image, device, cfg.multiple, precision, cfg.infer_tile, cfg.infer_overlap),
                          ref.mask.shape)
         out[s.id] = segmentation_scores(prob, ref.mask, ref.fov, cfg.threshold, with_cldice=cfg.cldice)
     return out

@@ -1,0 +1,206 @@
+"""Planning the benchmark: which models exist (:class:`Cell`), what trains each one (its training key) and
+what scores it (its score key), and how cells are shared out between processes.
+
+A cell is one (arm, regime, seed). Its **training key** hashes everything its weights depend on: the segmenter
+settings its arm reads, the arm's behaviour (registry fields, not its name, so that 'real-2x' and a 2x 'real'
+plateau run are one model), the seed, the real subset and the synthetic set when the arm uses them (content
+fingerprints that include the FOV masks), the resolved precision and device kind, the versions of the libraries
+that compute it and a hash of the source of the modules that train it. Its **score key**, one per evaluation
+set, adds the scoring settings, the evaluation set's fingerprint (working and native resolution, FOV included)
+and the source of the modules that score. Models are cached by training key and scores by score key, so adding
+an evaluation set scores the saved models and retrains nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retinasynth.bench.arms import Arm, get_arm
+from retinasynth.bench.config import BenchConfig
+from retinasynth.errors import ConfigError
+from retinasynth.provenance import fingerprint_arrays, key_versions, source_hash
+from retinasynth.segmenter.config import SEGMENTER_FIELDS
+from retinasynth.segmenter.sampling import real_subset
+
+KEY_FORMAT = 3
+# What trains a cell and what scores it (module names below the retinasynth package).
+TRAIN_CODE = ("segmenter.model", "segmenter.sampling", "segmenter.config", "data.transforms", "data.preprocess",
+              "bench.runner")
+SCORE_CODE = ("segmenter.model", "metrics.seg", "data.preprocess", "bench.runner")
+# Segmenter settings that change only how a model is scored, not how it is trained.
+SCORE_ONLY = ("threshold", "cldice", "infer_tile", "infer_overlap")
+
+
+def run_name(arm: str, regime: int, seed: int) -> str:
+    return f"{arm}_n{regime}_s{seed}"
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def samples_fingerprint(samples) -> str:
+    """Content of a list of samples: ids, images, vessel masks and FOV masks."""
+    items = []
+    for s in samples:
+        items += [(s.id + ":image", s.image), (s.id + ":mask", s.mask), (s.id + ":fov", s.fov)]
+    return fingerprint_arrays(items)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What every key shares: resolved precision, device kind, library versions, code hashes."""
+
+    precision: str
+    device_type: str
+    versions: dict = field(default_factory=key_versions)
+    train_code: str = field(default_factory=lambda: source_hash(TRAIN_CODE))
+    score_code: str = field(default_factory=lambda: source_hash(SCORE_CODE))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model of the plan: an arm at a regime and seed, with the keys that cache it."""
+
+    arm: str
+    regime: int
+    seed: int
+    train_key: str
+    subset: tuple = field(repr=False, compare=False, default=())
+    plateau: bool = False  # a 2x-steps 'real' run made only for the plateau check (not an arm of the report)
+
+    @property
+    def name(self) -> str:
+        return run_name(self.arm, self.regime, self.seed)
+
+    @property
+    def spec(self) -> Arm:
+        return get_arm(self.arm)
+
+
+def training_settings(cfg: BenchConfig, arm: Arm) -> dict:
+    """The settings a model of ``arm`` is trained with: the segmenter's (less scoring-only ones and those
+    the arm ignores), steps scaled by the arm, and the arm's own settings away from their defaults."""
+    c = {k: v for k, v in cfg.to_dict().items() if k in SEGMENTER_FIELDS and k not in SCORE_ONLY
+         and k not in arm.ignores and k != "precision"}
+    c["steps"] = cfg.steps  # the arm's multiple is part of its behaviour below
+    for k, default in arm.config_keys.items():
+        v = getattr(cfg, k)
+        if v != default:
+            c[k] = v
+    return c
+
+
+def arm_behaviour(arm: Arm) -> dict:
+    """What an arm does, as data (its name and wording stay out of its key)."""
+    base = get_arm(arm.same_model_as) if arm.same_model_as else arm
+    return {"sampling": base.sampling, "steps": arm.steps, "uses_real": arm.uses_real,
+            "uses_synth": arm.uses_synth, "pretrain": arm.pretrain}
+
+
+def train_key(cfg: BenchConfig, arm: Arm, regime: int, seed: int, subset_fp: str | None, synth_fp: str | None,
+              env: Environment) -> str:
+    return _sha({"format": KEY_FORMAT, "config": training_settings(cfg, arm), "arm": arm_behaviour(arm),
+                 "seed": seed, "regime": regime if arm.uses_real else None,
+                 "real": subset_fp if arm.uses_real else None, "synth": synth_fp if arm.uses_synth else None,
+                 "precision": env.precision, "device": env.device_type, "versions": env.versions,
+                 "code": env.train_code})
+
+
+def pretrain_key(cfg: BenchConfig, seed: int, synth_fp: str | None, env: Environment,
+                 subset_fp: str | None = None) -> str:
+    """What the synthetic pretraining of the 'pretrain' arm depends on: with ``pretrain_mix`` 0 it is the
+    'synth' arm's model (same key), else it also draws real patches of the regime's subset."""
+    if not cfg.pretrain_mix:
+        return train_key(cfg, get_arm("synth"), 0, seed, None, synth_fp, env)
+    return _sha({"format": KEY_FORMAT, "config": training_settings(cfg, get_arm("synth")), "seed": seed,
+                 "synth": synth_fp, "pretrain_mix": cfg.pretrain_mix, "real": subset_fp,
+                 "precision": env.precision, "device": env.device_type, "versions": env.versions,
+                 "code": env.train_code})
+
+
+def scoring_settings(cfg: BenchConfig) -> dict:
+    return {k: getattr(cfg, k) for k in (*SCORE_ONLY, "preprocess", "size", "multiple")}
+
+
+def score_key(cfg: BenchConfig, tkey: str, eval_fp: dict, env: Environment) -> str:
+    return _sha({"format": KEY_FORMAT, "model": tkey, "scoring": scoring_settings(cfg), "eval": eval_fp,
+                 "precision": env.precision, "device": env.device_type, "versions": env.versions,
+                 "code": env.score_code})
+
+
+def make_plan(cfg: BenchConfig, train_samples: list, synth_fp: str | None, env: Environment) -> list[Cell]:
+    """Every cell of the protocol, 'synth' before 'pretrain' in each (regime, seed) (it is the pretraining),
+    then the plateau runs when 'real-2x' is not an arm (``plateau`` seeds of 'real' at twice the steps at the
+    largest regime)."""
+    arms = [get_arm(a) for a in cfg.arms]
+    order = sorted(arms, key=lambda a: a.pretrain)
+    plan: list[Cell] = []
+    for n in cfg.regimes:
+        for seed in cfg.seeds:
+            subset = tuple(real_subset(train_samples, n, seed))
+            fp = samples_fingerprint(subset)
+            for arm in order:
+                plan.append(Cell(arm.name, n, seed, train_key(cfg, arm, n, seed, fp, synth_fp, env), subset))
+    if "real-2x" not in cfg.arms:
+        n = max(cfg.regimes)
+        for seed in cfg.seeds[:cfg.plateau]:
+            subset = tuple(real_subset(train_samples, n, seed))
+            key = train_key(cfg, get_arm("real-2x"), n, seed, samples_fingerprint(subset), None, env)
+            plan.append(Cell("real-2x", n, seed, key, subset, plateau=True))
+    return plan
+
+
+def cell_groups(plan: list[Cell]) -> list[list[int]]:
+    """Indices of ``plan`` grouped so that cells sharing work stay together: equal training keys, and per
+    seed the cells that train or read the synthetic pretraining. Groups are in plan order, each sorted; every
+    index is in exactly one group."""
+    parent = list(range(len(plan)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict = {}
+    for i, c in enumerate(plan):
+        spec = c.spec
+        keys = [("key", c.train_key)]
+        if spec.pretrain or (spec.uses_synth and not spec.uses_real):
+            keys.append(("pretraining", c.seed))
+        for key in keys:
+            if key in first:
+                a, b = find(i), find(first[key])
+                parent[max(a, b)] = min(a, b)
+            else:
+                first[key] = i
+    groups: dict[int, list[int]] = {}
+    for i in range(len(plan)):
+        groups.setdefault(find(i), []).append(i)
+    return [groups[r] for r in sorted(groups)]
+
+
+def cell_share(plan: list[Cell], part: int, parts: int) -> set[int]:
+    """The plan indices that share ``part`` of ``parts`` trains: group ``g`` goes to ``g % parts``."""
+    return {i for g, idx in enumerate(cell_groups(plan)) if g % parts == part for i in idx}
+
+
+def val_ids(ids: list[str], cfg: BenchConfig) -> list[str]:
+    """The training images held out as the evaluation set of ``eval=val``: ``val_count`` ids drawn with
+    ``default_rng([val_seed, 1])`` from the sorted ids (fixed for a dataset and seed, recorded)."""
+    ordered = sorted(ids)
+    if cfg.val_count >= len(ordered):
+        raise ConfigError(f"bench.val_count={cfg.val_count} leaves no training image of the {len(ordered)} in the "
+                          "training split; lower bench.val_count.")
+    idx = np.random.default_rng([cfg.val_seed, 1]).choice(len(ordered), size=cfg.val_count, replace=False)
+    return sorted(ordered[int(i)] for i in idx)
+
+
+def with_steps(cfg: BenchConfig, factor: int) -> BenchConfig:
+    return cfg if factor == 1 else dataclasses.replace(cfg, steps=factor * cfg.steps)
