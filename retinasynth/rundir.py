@@ -1,25 +1,138 @@
-"""The run-directory API: read a `retinasynth fit` run's config and rebuild its generator.
+"""The run-directory API: the layout of a `retinasynth fit` run, and its readers (config, weights, generator).
 
-Both `retinasynth evaluate` (retinasynth.train.evaluate) and synthesis (retinasynth.synth) use a run
-through this module; ``retinasynth.synth.render`` re-exports it for existing imports.
+`retinasynth evaluate` (retinasynth.train.evaluate), synthesis (retinasynth.synth) and resuming
+(retinasynth.train.checkpoint, which writes runs) read a run through this module; it imports nothing of theirs.
+
+Layout of a run directory::
+
+    config.json               resolved config (train.precision: the resolved one), generator geometry, data
+                              fingerprint, precision record, versions, git rev
+    generator.safetensors     raw generator weights
+    generator_ema.safetensors EMA generator weights (used for inference by default)
+    state.pt                  discriminator, optimisers, schedulers, scaler, RNG states, step, and the
+                              sha256 of the two weight files it belongs with
+    *.prev.*                  the previous checkpoint (same three files), kept so that a damaged latest
+                              checkpoint costs at most one checkpoint interval on `fit --resume`
+    log.jsonl                 one JSON line per logged step
+    samples/step_XXXXXX.png   mask | generated | real grids on held-out masks
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load
 
 from retinasynth.config import from_dict
 from retinasynth.errors import RetinaSynthError
 from retinasynth.models.condition import make_condition, tensor_to_image
 from retinasynth.models.factory import ModelConfig, create_generator
 from retinasynth.precision import autocast, resolve_precision
-from retinasynth.train.checkpoint import WEIGHTS, WEIGHTS_EMA, load_weights, read_run_config
 
-__all__ = ["Generator", "load_generator", "pick_device", "read_run_config"]
+__all__ = ["Generator", "load_generator", "load_weights", "pick_device", "read_run_config"]
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "generator.safetensors"
+WEIGHTS_EMA = "generator_ema.safetensors"
+STATE = "state.pt"
+CHECKPOINT_FILES = (WEIGHTS, WEIGHTS_EMA, STATE)  # written in this order: the state last
+
+
+def prev_path(path: Path) -> Path:
+    """``generator.safetensors`` -> ``generator.prev.safetensors`` (the previous checkpoint's copy)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP / torch.compile wrappers (what gets saved)."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+class DamagedFile(RetinaSynthError):
+    """A run-directory file that cannot be used; ``problem`` says why, without the fix."""
+
+    def __init__(self, path: Path, problem: str, fix: str) -> None:
+        self.path, self.problem = Path(path), " ".join(problem.split())
+        super().__init__(f"{path}: {self.problem}; {fix}")
+
+
+def _damaged(path: Path, e: BaseException, fix: str) -> DamagedFile:
+    what = " ".join(str(e).split()).split(". ")[0][:120]
+    return DamagedFile(path, f"damaged or not a retinasynth file ({type(e).__name__}: {what})", fix)
+
+
+def weights_fix(path: Path) -> str:
+    prev = prev_path(path)
+    if prev.is_file():
+        return (f"resume training with `retinasynth fit --resume` (it falls back to the previous checkpoint), "
+                f"or replace it with {prev.name}.")
+    return "restore it from a backup or train the run again."
+
+
+def load_weights(path: Path, model: torch.nn.Module, expect_sha256: str | None = None) -> str:
+    """Load safetensors weights into ``model``; any damage is one RetinaSynthError. Returns the sha256."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RetinaSynthError(f"{path}: cannot be read ({e.strerror}); check the run directory.") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expect_sha256 is not None and digest != expect_sha256:
+        raise DamagedFile(path, "does not match the checkpoint it belongs to (sha256 differs)", weights_fix(path))
+    try:
+        unwrap(model).load_state_dict(load(data))
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file, or weights of another model
+        raise _damaged(path, e, weights_fix(path)) from None
+    return digest
+
+
+def _require(cfg: Any, p: Path, *keys: str) -> None:
+    node = cfg
+    for i, k in enumerate(keys):
+        if not isinstance(node, dict) or k not in node:
+            where = ".".join(keys[: i + 1])
+            raise RetinaSynthError(f"{p}: damaged ('{where}' missing); restore config.json or train the run again.")
+        node = node[k]
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    p = run_dir / CONFIG
+    if not run_dir.is_dir():
+        raise RetinaSynthError(f"{run_dir}: run directory not found; train one with `retinasynth fit`.")
+    if not p.is_file():
+        raise RetinaSynthError(f"{p}: missing; {run_dir} is not a retinasynth run directory.")
+    try:
+        cfg = json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RetinaSynthError(f"{p}: not UTF-8 text (byte {e.start}); the run directory is damaged, restore "
+                               "config.json or train the run again.") from None
+    except json.JSONDecodeError as e:
+        raise RetinaSynthError(f"{p}: not valid JSON ({e}); the run directory is damaged, restore config.json "
+                               "or train the run again.") from None
+    except OSError as e:
+        raise RetinaSynthError(f"{p}: cannot be read ({e.strerror}); check the run directory.") from None
+    if not isinstance(cfg, dict):
+        raise RetinaSynthError(f"{p}: not a JSON object; the run directory is damaged, restore config.json or "
+                               "train the run again.")
+    if cfg.get("format_version") != FORMAT_VERSION:
+        raise RetinaSynthError(f"{p}: format_version {cfg.get('format_version')} is not supported "
+                               f"(this retinasynth reads {FORMAT_VERSION}).")
+    for keys in (("config", "profile"), ("config", "data", "size"), ("config", "model"), ("config", "train"),
+                 ("generator", "depth"), ("data", "root"), ("data", "fingerprint"), ("data", "train_ids")):
+        _require(cfg, p, *keys)
+    return cfg
+
+
 
 
 def pick_device(device: str | None = None) -> torch.device:

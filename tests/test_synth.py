@@ -24,7 +24,7 @@ from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.masks import replay
 from retinasynth.provenance import sha256_file
-from retinasynth.synth.render import load_generator
+from retinasynth.rundir import load_generator
 from retinasynth.synth.synthesize import MANIFEST, PARTIAL, SynthConfig, synthesize
 
 pytestmark = pytest.mark.usefixtures("one_thread")

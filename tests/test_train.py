@@ -26,8 +26,8 @@ from retinasynth.models.losses import GANLoss, reconstruction_l1
 from retinasynth.models.networks import PatchDiscriminator, UnetGenerator, init_weights, up_layer
 from retinasynth.precision import describe, resolve_precision
 from retinasynth.provenance import sha256_file
+from retinasynth.rundir import load_generator
 from retinasynth.synth.phantom import write_phantom_dataset
-from retinasynth.synth.render import load_generator
 from retinasynth.train import checkpoint as ck
 from retinasynth.train.config import build_fit_config
 from retinasynth.train.fit import fit

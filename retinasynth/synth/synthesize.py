@@ -46,10 +46,9 @@ from retinasynth.provenance import (
     write_png_atomic,
     write_text_atomic,
 )
+from retinasynth.rundir import load_generator, read_run_config
 from retinasynth.scaleout import init_ranks, parse_share, rank_device
-from retinasynth.synth.render import load_generator
 from retinasynth.synth.sources import MaskFactory, MaskSpec, parse_mix
-from retinasynth.train.checkpoint import read_run_config
 
 MANIFEST = "manifest.jsonl"
 PARTIAL = ".manifest.inprogress.jsonl"

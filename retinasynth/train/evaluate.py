@@ -64,7 +64,7 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         warn_once(f"evaluating on the {split!r} split: scores on images the generator was trained on "
                   "are not a measure of generalisation.")
     train_fp = cfg["data"]["fingerprint"]
-    if ds.fingerprint() == train_fp:
+    if train_fp in (ds.fingerprint(), ds.legacy_fingerprint()):
         raise RetinaSynthError(f"{data_root} split {split!r} is the very data the run was trained on; "
                                "evaluate on a held-out split (--split test).")
     train = _training_samples(cfg, data_cfg)

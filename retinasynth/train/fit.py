@@ -21,6 +21,7 @@ from retinasynth.models.factory import create_discriminator, create_generator
 from retinasynth.models.losses import GANLoss, reconstruction_l1
 from retinasynth.precision import PRECISIONS, autocast, describe, grad_scaler, resolve_precision
 from retinasynth.provenance import run_record, write_png_atomic
+from retinasynth.rundir import read_run_config
 from retinasynth.scaleout import Ranks as _Dist  # one definition of rank/world/local_rank for all commands
 from retinasynth.scaleout import shutdown
 from retinasynth.train import checkpoint as ck
@@ -126,7 +127,7 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
 
         cfg = replace(cfg, train=replace(cfg.train, precision=precision))
     if resume:
-        saved = ck.read_run_config(out)
+        saved = read_run_config(out)
         from retinasynth.train.config import build_fit_config, upgrade_legacy_train
 
         # A run from before `precision` holds the CUDA-only `amp`: on a CPU it trained fp32.
@@ -184,7 +185,8 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
                "precision": {**describe(prec, dev), "requested": requested or t.precision}, "status": "running"}
     st = ck.load_checkpoint(out, G, ema) if resume else None
     if st is not None:
-        if st.get("data_fingerprint") != data_fp:
+        # runs started before the FOV masks were hashed recorded the legacy fingerprint
+        if st.get("data_fingerprint") not in (data_fp, ds.legacy_fingerprint()):
             raise RetinaSynthError(f"{data_root}: training data differ from those the run in {out} started "
                                    "with (fingerprint mismatch); resume with the same data folder.")
         try:
