@@ -52,9 +52,11 @@ from retinasynth.precision import (
 )
 from retinasynth.train import build_fit_config
 
-FULL = {"fit_side": 256, "fit_batch": 1, "fit_ngf": None, "seg_batch": 8, "seg_patch": 96, "infer_batch": 4,
+FULL = {"fit_side": 256, "fit_batch": 1, "fit_ngf": None, "seg_batch": 8, "seg_patch": 96, "seg_image": 576,
+        "infer_batch": 4,
         "infer_side": 512, "matmul_n": 2048, "reps": 7, "warmup": 2}
-QUICK = {"fit_side": 64, "fit_batch": 1, "fit_ngf": 8, "seg_batch": 2, "seg_patch": 32, "infer_batch": 1,
+QUICK = {"fit_side": 64, "fit_batch": 1, "fit_ngf": 8, "seg_batch": 2, "seg_patch": 32, "seg_image": 64,
+         "infer_batch": 1,
          "infer_side": 64, "matmul_n": 256, "reps": 2, "warmup": 1}
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "asimd",
          "bf16", "sve")
@@ -180,7 +182,33 @@ def gen_infer(sz: dict, device: torch.device, precision: str, channels_last: boo
     return infer, {"ngf": model.ngf, "depth": depth, "batch": b, "side": s}
 
 
-WORKLOADS = {"fit_step": fit_step, "seg_step": seg_step, "gen_infer": gen_infer}
+def seg_data(sz: dict, device: torch.device, precision: str, channels_last: bool):
+    """A closure drawing one training batch of the benchmark's segmenter as `train_segmenter` does (the `cpu`
+    profile's light augmentation on 576-px fundus-like images, 8 x 96-px patches): the data path of a step,
+    which runs in the training process and adds to every step's time (precision does not apply to it)."""
+    import numpy as np
+
+    from retinasynth.data.dataset import Sample
+    from retinasynth.segmenter.sampling import PatchSampler, draw_batch
+
+    side = sz["seg_image"]
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:side, :side]
+    fov = ((yy - side / 2) ** 2 + (xx - side / 2) ** 2) < (0.45 * side) ** 2
+    samples = [Sample(f"s{i}", "train", rng.integers(0, 255, (side, side, 3), dtype=np.uint8),
+                      rng.random((side, side)) > 0.88, fov, "", "given", (side, side))
+               for i in range(4)]
+    sampler = PatchSampler(sz["seg_patch"], side, 0.5, "light")
+    state = {"step": 0}
+
+    def draw():
+        state["step"] += 1
+        draw_batch(samples, [], "real", 0.5, sz["seg_batch"], 0, state["step"], sampler)
+
+    return draw, {"image": side, "patch": sz["seg_patch"], "batch": sz["seg_batch"], "augment": "light"}
+
+
+WORKLOADS = {"fit_step": fit_step, "seg_step": seg_step, "seg_data": seg_data, "gen_infer": gen_infer}
 
 
 def matmul(n: int, device: torch.device, precision: str, reps: int, warmup: int) -> dict:

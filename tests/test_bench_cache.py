@@ -234,3 +234,20 @@ def test_a_new_arm_is_one_registry_entry(tmp_path, real_root, synth_dir):
     assert "synth-2x" not in ARMS
     with pytest.raises(ConfigError, match="synth-2x"):
         tiny("arms=real,synth-2x")
+
+
+def test_real_aug_arm_is_real_2x_with_camera_augmentation(tmp_path, real_root, monkeypatch):
+    seen = []
+    real_train = runner_mod.train_segmenter
+
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+        seen.append((desc, arm, cfg.steps, cfg.augment))
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+
+    monkeypatch.setattr(runner_mod, "train_segmenter", spy)
+    res = benchmark_downstream(real_root, None, tmp_path / "o", tiny("arms=real,real-2x,real+aug"), progress=False)
+    assert ("real+aug_n2_s0", "real", 2, "camera") in seen and ("real-2x_n2_s0", "real", 2, "strong") in seen
+    keys = {r["arm"]: r["train_key"] for r in res["runs"]}
+    assert keys["real+aug"] != keys["real-2x"] and res["arm_steps"]["real+aug"] == 2
+    primary = {(p["arm"], p["base"]) for p in res["paired"] if p.get("family") == "primary"}
+    assert ("real+aug", "real-2x") in primary

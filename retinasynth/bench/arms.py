@@ -40,6 +40,7 @@ class Arm:
         config_keys: settings that enter only this arm's cache key (each left out at its default value,
             so cells recorded before the setting existed stay valid); every arm without them leaves them out.
         ignores: settings left out of this arm's cache key because its training never reads them.
+        augment: the augmentation this arm trains with instead of ``bench.augment`` (None: the protocol's).
         label: one line for the report's list of arms.
         meaning: per verdict against its control, the sentence the report prints.
     """
@@ -55,6 +56,7 @@ class Arm:
     control: str | None = None
     config_keys: dict = field(default_factory=dict)
     ignores: tuple[str, ...] = ()
+    augment: str | None = None
     label: str = ""
     meaning: dict = field(default_factory=dict)
 
@@ -112,20 +114,30 @@ register(Arm(
              BELOW: "twice the steps hurt the real arm (overfitting)",
              INCLUDES: "twice the steps do not measurably help the real arm"}))
 register(Arm(
-    name="real+synth", sampling="real+synth", uses_synth=True, compare=("real",), control="real",
+    name="real+aug", sampling="real", steps=2, compare=("real", "real-2x"), control="real-2x",
+    ignores=("synth_ratio",), augment="camera",
+    label="the real images with strong augmentation aimed at camera shift (geometry, gamma, contrast, colour, "
+          "illumination, plasma fields, blur, noise, JPEG) and twice the steps: what a user gets without "
+          "synthetic pairs, at the synthetic arms' compute",
+    meaning={ABOVE: "strong camera-shift augmentation beat the same steps on the plainly augmented real images",
+             BELOW: "strong camera-shift augmentation did worse than the same steps without it",
+             INCLUDES: "strong camera-shift augmentation did no better than the same steps without it"}))
+register(Arm(
+    name="real+synth", sampling="real+synth", uses_synth=True, compare=("real", "real+aug"), control="real",
     label="each batch element synthetic with probability synth_ratio, else real; same steps as real",
     meaning={ABOVE: "adding the synthetic pairs helped (same steps as real)",
              BELOW: "adding the synthetic pairs hurt",
              INCLUDES: _NEUTRAL}))
 register(Arm(
-    name="synth", sampling="synth", uses_real=False, uses_synth=True, compare=("real",), control="real",
+    name="synth", sampling="synth", uses_real=False, uses_synth=True, compare=("real", "real+aug"), control="real",
     ignores=("synth_ratio",),
     label="synthetic pairs only (no real image: trained once per seed, the same for every regime)",
     meaning={ABOVE: "synthetic pairs alone beat the real images",
              BELOW: "synthetic pairs alone are worse than the real images",
              INCLUDES: "synthetic pairs alone are indistinguishable from the real images"}))
 register(Arm(
-    name="pretrain", sampling="real", steps=2, uses_synth=True, pretrain=True, compare=("real", "real-2x"),
+    name="pretrain", sampling="real", steps=2, uses_synth=True, pretrain=True,
+    compare=("real", "real-2x", "real+aug"),
     control="real-2x", config_keys={"finetune_lr": None, "pretrain_mix": 0.0},
     label="the synth model of the same seed fine-tuned on the real subset: twice the steps in all, so read "
           "against real-2x",

@@ -89,6 +89,8 @@ def training_settings(cfg: BenchConfig, arm: Arm) -> dict:
     c = {k: v for k, v in cfg.to_dict().items() if k in SEGMENTER_FIELDS and k not in SCORE_ONLY
          and k not in arm.ignores and k != "precision"}
     c["steps"] = cfg.steps  # the arm's multiple is part of its behaviour below
+    if arm.augment is not None:
+        c["augment"] = arm.augment
     for k, default in arm.config_keys.items():
         v = getattr(cfg, k)
         if v != default:

@@ -99,7 +99,8 @@ def _pretrained(ctx: Context, seed: int, desc: str, real=(), model=None) -> tupl
 def train_cell(ctx: Context, cell: Cell, real: list) -> tuple[dict, torch.nn.Module]:
     """Train ``cell``'s model on ``real`` (its subset, preprocessed) and the shared synthetic pool; save the
     weights and the training record. Returns (record, model)."""
-    spec, cfg = cell.spec, ctx.cfg
+    spec = cell.spec
+    cfg = ctx.cfg if spec.augment is None else dataclasses.replace(ctx.cfg, augment=spec.augment)
     real = list(real) if spec.uses_real else []
     synth = ctx.synth if spec.uses_synth and not spec.pretrain else []
     t0 = time.perf_counter()

@@ -25,10 +25,41 @@ def gan_augmentation(crop: int | None, size: int) -> A.Compose:
     return A.Compose(ops, additional_targets={"fov": "mask"})
 
 
+def camera_augmentation(patch: int | None, size: int) -> A.Compose:
+    """Real images made to look as if taken by other cameras: the single-source domain-generalisation
+    recipe (geometry and scale; gamma, contrast, tone curve, colour and white balance; illumination gradients
+    and vignetting; fractal (plasma) brightness and contrast fields, a PixMix-style mix with procedural
+    patterns; blur and sharpening; sensor noise; JPEG). The control that synthetic pairs aimed at unseen
+    cameras must beat."""
+    ops: list = [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+        A.Affine(scale=(0.7, 1.4), rotate=(-30, 30), interpolation=cv2.INTER_LINEAR,
+                 mask_interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.7),
+        A.RandomGamma((60, 160), p=0.6),
+        A.RandomBrightnessContrast(0.3, 0.3, p=0.7),
+        A.RandomToneCurve(scale=0.2, p=0.3),
+        A.HueSaturationValue(15, 25, 15, p=0.5),
+        A.PlanckianJitter(p=0.3),
+        A.Illumination(p=0.4),
+        A.PlasmaBrightnessContrast(p=0.3),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.Sharpen(alpha=(0.2, 0.5))], p=0.4),
+        A.GaussNoise(std_range=(0.01, 0.06), p=0.4),
+        A.ImageCompression(quality_range=(30, 95), p=0.3),
+    ]
+    if patch is not None and patch < size:
+        ops.append(A.RandomCrop(patch, patch))
+    return A.Compose(ops, additional_targets={"fov": "mask"})
+
+
 def segmentation_augmentation(patch: int | None, size: int, strength: str = "strong") -> A.Compose:
     """A standard pipeline for vessel segmentation. 'strong' (the baseline must be strong): flips,
     rotations, affine, elastic, brightness/contrast, gamma, hue/saturation, noise, blur; 'light':
-    flips, 90-degree rotations and mild brightness/contrast only (faster to fit, less invariance)."""
+    flips, 90-degree rotations and mild brightness/contrast only (faster to fit, less invariance);
+    'camera': :func:`camera_augmentation`."""
+    if strength == "camera":
+        return camera_augmentation(patch, size)
     if strength == "light":
         ops: list = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5),
                      A.RandomBrightnessContrast(0.1, 0.1, p=0.5)]
@@ -36,7 +67,7 @@ def segmentation_augmentation(patch: int | None, size: int, strength: str = "str
             ops.append(A.RandomCrop(patch, patch))
         return A.Compose(ops, additional_targets={"fov": "mask"})
     if strength != "strong":
-        raise ValueError(f"augmentation strength must be 'strong' or 'light', got {strength!r}")
+        raise ValueError(f"augmentation strength must be 'strong', 'light' or 'camera', got {strength!r}")
     ops = [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),

@@ -16,7 +16,7 @@ from retinasynth.precision import LEGACY_AMP, PRECISIONS
 
 PREPROCESS = ("rgb", "green_clahe")
 LR_SCHEDULES = ("cosine", "constant")
-AUGMENTS = ("strong", "light")
+AUGMENTS = ("strong", "light", "camera")
 _UNET_DECODER = (256, 128, 64, 32, 16)
 
 
@@ -69,8 +69,8 @@ class SegmenterConfig:
         patch / batch_size / steps / lr / weight_decay / lr_schedule: AdamW on Dice + BCE; cosine decay after
             a short warm-up, or constant.
         synth_ratio: share of synthetic patches when a batch mixes real and synthetic pools.
-        augment: 'strong' (geometry, elastic, photometric, noise) or 'light' (flips, rot90, mild
-            brightness/contrast).
+        augment: 'strong' (geometry, elastic, photometric, noise), 'light' (flips, rot90, mild
+            brightness/contrast) or 'camera' (strong geometry and photometry aimed at camera shift).
         preprocess: 'rgb' (as stored) or 'green_clahe' (the green channel with CLAHE, as grey RGB), applied to
             every training and scored image.
         size: working resolution; scores are computed at native resolution inside the FOV.
