@@ -272,7 +272,9 @@ def run(args) -> dict:
     precisions, skipped = usable(args.precisions, dev)
     base = "fp32" if "fp32" in precisions else precisions[0]
     threads0 = torch.get_num_threads()
-    result = {"machine": machine(dev), "sizes": sz, "quick": args.quick, "precisions": precisions,
+    from retinasynth.provenance import process_record
+
+    result = {"provenance": process_record(), "machine": machine(dev), "sizes": sz, "quick": args.quick, "precisions": precisions,
               "precision_describe": {p: describe(p, dev) for p in precisions}, "skipped_precisions": skipped,
               "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "runs": []}
     m = result["machine"]

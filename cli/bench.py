@@ -28,7 +28,8 @@ from retinasynth.profiles import BENCH_PROFILES
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with a 'bench' section (or top-level keys) overriding the profile.")
 @click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override one setting, e.g. -o bench.steps=300 -o bench.arms=real,real+synth (repeatable).")
+              help="Override one setting: SECTION.KEY=VALUE, or KEY=VALUE where only one section has KEY, e.g. "
+                   "-o bench.steps=300 -o bench.arms=real,real+synth (repeatable).")
 @click.option("--test-data", "test_data", multiple=True, metavar="NAME=PATH",
               help="An external evaluation set (repeatable): another dataset's test split, or all of it if it has "
                    "none, scored and reported apart under NAME (a bare PATH is named after its folder). Adding one "

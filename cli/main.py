@@ -96,11 +96,13 @@ def _precision_option(what: str, default: str | None = "auto", show: str | bool 
               help="Dataset root folder (any supported layout). Only its training split is used.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Run directory to create.")
 @click.option("--profile", type=click.Choice(FIT_PROFILES), default="cpu", show_default=True,
-              help="cpu: <45 min on 2 cores; paper: the pix2pix recipe for GPUs; demo/tiny: minutes/seconds.")
+              help="cpu: 2500 steps at 512 px for 2 CPU cores (timings: README, Results); paper: the pix2pix "
+                   "recipe for GPUs; demo/tiny: minutes/seconds on phantoms.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with data/model/train sections overriding the profile.")
 @click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override one setting, e.g. -o train.steps=2000 -o model.ngf=32 (repeatable).")
+              help="Override one setting: SECTION.KEY=VALUE, or KEY=VALUE where only one section has KEY, e.g. "
+                   "-o train.steps=2000 -o model.ngf=32 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out with its saved config.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_precision_option("the forward passes (sets train.precision; --resume keeps the run's recorded one)", None,
@@ -152,9 +154,9 @@ def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, precision, d
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--samples-per-mask", type=int, default=1, show_default=True,
               help="Images per mask (>1 renders stochastically, several plausible images per mask).")
-@click.option("--stochastic/--deterministic", default=None,
-              help="Seeded stochastic rendering (generator dropout on: varied appearance per pair) or one fixed "
-                   "image per mask [the library default, SynthConfig.stochastic].")
+@click.option("--stochastic/--deterministic", default=True, show_default=True,
+              help="Seeded stochastic rendering (generator dropout on: varied appearance per pair; same seed, same "
+                   "bytes) or one fixed image per mask.")
 @click.option("--resolution", type=int, default=None, help="Output side in pixels [the run's resolution].")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--shard", default="0/1", show_default=True,
@@ -184,6 +186,10 @@ def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, sample
     from retinasynth.synth.synthesize import SynthConfig, merge_shards
     from retinasynth.synth.synthesize import synthesize as run_synth
 
+    if shard_dirs and not merge_out and not run_dir and not out_dir:
+        raise ConfigError(f"synthesize got {len(shard_dirs)} positional argument(s) ({' '.join(shard_dirs)}) but no "
+                          "--run/--out: did you forget --run/--out? e.g. retinasynth synthesize --run RUN_DIR --n "
+                          "1000 --out DIR (positional folders are only for --merge OUT SHARD_DIR...).")
     if merge_out or shard_dirs:
         if not merge_out or not shard_dirs or out_dir or run_dir:
             raise ConfigError("--merge takes OUT and the shard folders (--merge OUT SHARD_DIR...), without "

@@ -27,8 +27,9 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        hint = _did_you_mean(cls, unknown[0], where)
         raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
-                          f"valid in {where.rstrip('.') or 'top level'}: {', '.join(fields)}.")
+                          f"valid in {where.rstrip('.') or 'top level'}: {', '.join(fields)}{hint}.")
     kwargs = {}
     for name, value in data.items():
         t = hints[name]
@@ -41,6 +42,56 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"invalid config for {cls.__name__}: {e}") from None
+
+
+def setting_paths(cls: type, where: str = "") -> dict[str, list[str]]:
+    """Every leaf setting of a (nested) dataclass config: {key: [full dotted paths]}."""
+    out: dict[str, list[str]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            for k, paths in setting_paths(t, f"{where}{f.name}.").items():
+                out.setdefault(k, []).extend(paths)
+        else:
+            out.setdefault(f.name, []).append(where + f.name)
+    return out
+
+
+def _did_you_mean(cls: type, key: str, where: str) -> str:
+    import difflib
+
+    paths = setting_paths(cls, where)
+    if key in paths:
+        return f" (did you mean {' or '.join(paths[key])}?)"
+    close = difflib.get_close_matches(key, list(paths), n=1)
+    return f" (did you mean {paths[close[0]][0]}?)" if close else ""
+
+
+def qualify_overrides(cls: type, overrides, prefix: str = "") -> list[str]:
+    """``KEY=VALUE`` overrides with a bare key made ``SECTION.KEY`` where exactly one section of ``cls`` has
+    it (``steps=5`` -> ``train.steps=5``); an ambiguous or unknown bare key is a one-line error naming the
+    full keys. Dotted keys pass through unchanged. ``prefix`` is prepended to every key (e.g. 'bench.')."""
+    paths = setting_paths(cls)
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.steps=2000.")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if prefix and key.startswith(prefix):
+            key = key[len(prefix):]
+        if "." not in key:
+            found = paths.get(key, [])
+            if len(found) > 1:
+                raise ConfigError(f"override {item!r}: {key!r} is a setting of several sections; write one of "
+                                  f"{', '.join(found)} (e.g. -o {found[0]}={value.strip()}).")
+            if not found:
+                raise ConfigError(f"unknown config key {prefix}{key} in override {item!r}"
+                                  f"{_did_you_mean(cls, key, prefix)}; `--help` lists the sections.")
+            key = found[0]
+        out.append(f"{prefix}{key}={value}")
+    return out
 
 
 def _finite(value: Any) -> bool:

@@ -35,8 +35,7 @@ PLANS = {
     # Seconds: checks an installation end to end.
     "quick": DemoPlan(10, 64, "tiny", ("train.steps=4",), 8, "perturbed:0.5,procedural:0.5", "tiny",
                       ("regimes=[2]", "seeds=[0]", "cldice=false")),
-    # A real dataset with the cpu profiles (on 2 cores: fit 12-28 min, synthesis 3-6 min, benchmark ~55 min
-    # on a 206 GFLOP/s machine, about twice that on a slower one; RESULTS.md sections 1, 4 and 8).
+    # A real dataset with the cpu profiles (timings on 2 cores: README "Results" and RESULTS.md).
     "real": DemoPlan(0, 0, "cpu", (), 1000, DEFAULT_SOURCES, "cpu", ()),
 }
 

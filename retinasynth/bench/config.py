@@ -89,16 +89,12 @@ class BenchConfig(SegmenterConfig):
             raise ConfigError(f"bench.threads must be a positive integer or null, got {self.threads!r}.")
 
 
-# The dataclass defaults are the "cpu" profile, chosen with benchmarks/bench_segmenter_speed.py on the
-# 2-core reference machine: Unet/resnet18, encoder_depth 4, decoder (128, 64, 32, 16) takes ~0.22 s per
-# step of 8 patches of 96 px with 2 idle threads, and ~7 s to score the 20 DRIVE test images, so one run
-# is ~1.6 min; the 21 distinct runs of the protocol (the synth arm is trained once per seed) take ~36 min
-# with loading, ~45 min even if all 27 were trained: room for a busy machine within the 60 min budget.
+# The dataclass defaults are the "quick" profile (the protocol of 2026-11-27, RESULTS.md section 6); "cpu" is the
+# default protocol, chosen on validation images (RESULTS.md section 8); timings of both are in RESULTS.md.
 PROFILES: dict[str, dict] = {
     # The default protocol, chosen on validation images (benchmarks/RESULTS.md section 8 lists every
     # configuration measured, with Dice, the learning-curve gap and minutes): the one closest to the bars
-    # of Dice >= 0.80 at n=20, a learning-curve gap >= 0.02 and <= 90 min for all four arms x 3 regimes
-    # x 3 seeds on 2 CPU cores.
+    # of Dice >= 0.80 at n=20 and a learning-curve gap >= 0.02 on 2 CPU cores.
     # Both controls are arms: 'real-2x' (the compute-matched control of every arm at twice the steps; its n=20
     # cells are the plateau runs) and 'real+aug' (strong camera-shift augmentation at the same compute: what a
     # user gets without synthetic pairs).
@@ -136,7 +132,10 @@ def build_bench_config(profile: str = "cpu", config_file: str | None = None,
             raise ConfigError(f"{config_file}: section 'bench' must be a mapping.")
         loaded.pop("profile", None)
         data["bench"].update(upgrade_legacy({**loaded, **section}))
-    keyed = [o if "=" not in o or "." in o.split("=", 1)[0] else "bench." + o for o in overrides]
+    from retinasynth.config import qualify_overrides
+
+    keyed = [o if "=" in o and "." in o.split("=", 1)[0] else qualify_overrides(BenchConfig, [o], "bench.")[0]
+             for o in overrides]
     data = apply_overrides(data, keyed)
     extra = sorted(set(data) - {"bench"})
     if extra:

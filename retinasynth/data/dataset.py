@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from retinasynth.data.io import derive_fov, read_image, read_mask
-from retinasynth.data.layouts import LAYOUTS, Index, Layout, Record
+from retinasynth.data.layouts import LAYOUTS, TRAIN_ONLY, Index, Layout, Record
 from retinasynth.data.preprocess import FIT_MODES, prepare
 from retinasynth.errors import ConfigError, DataError
 
@@ -230,6 +230,10 @@ def load_dataset(root: str | Path, split: str = "train", cfg: DataConfig | None 
             samples.append(s)
     if problems:
         raise DataError(f"{len(problems)} problem(s) in {root}: " + " | ".join(problems))
+    if not samples and split == "test" and index.split_source == TRAIN_ONLY:
+        raise DataError(f"{root}: has train/ but no test/, so there is no test split to score; add a test/ folder "
+                        "(images/ + masks/), score held-out training images with -o bench.eval=val, or give "
+                        "labelled images of another set with --test-data NAME=PATH.")
     if not samples:
         have = sorted({r.split for r in records if r.split})
         raise DataError(f"{root}: no samples in split {split!r} of the {layout.name} layout "

@@ -75,6 +75,12 @@ def format_report(rep: dict) -> str:
     vf = rep["vessel_fraction_in_fov"]
     if vf:
         lines.append(f"vessels     {vf['mean']:.3f} of FOV pixels (min {vf['min']:.3f}, max {vf['max']:.3f})")
+    if rep["split_source"] == "train-only":
+        lines.append("note        train/ only: no test split; `fit` and `synthesize` use every image; "
+                     "`benchmark-downstream` needs -o bench.eval=val (held-out training images) or --test-data")
+    elif rep["split_source"] == "seeded":
+        lines.append("note        no official split: a seeded 75/25 train/test split is drawn (data.split_seed) and "
+                     "recorded in every run")
     for w in rep["warnings"]:
         lines.append(f"warning     {w}")
     lines.append(f"problems    {len(rep['problems'])}")

@@ -203,6 +203,10 @@ class HRF(Layout):
 _MASK_SUFFIXES = ("_mask", "_manual1", "_label", "_seg", "_vessels", "_gt")
 
 
+# split_source of a folder with train/ but no test/: every image is a training image and there is no test split.
+TRAIN_ONLY = "train-only"
+
+
 class Generic(Layout):
     """``images/`` + ``masks/`` (+ ``fov/``) paired by stem; optionally under train/ and test/."""
 
@@ -235,7 +239,8 @@ class Generic(Layout):
             recs = self._one(root / "train", "train", problems)
             if (root / "test" / "images").is_dir():
                 recs += self._one(root / "test", "test", problems)
-            return Index(recs, problems)
+                return Index(recs, problems)
+            return Index(recs, problems, TRAIN_ONLY)
         return Index(self._one(root, None, problems), problems, "seeded")
 
 

@@ -103,9 +103,8 @@ class FitConfig:
         return to_dict(self)
 
 
-# Measured on the 2-core reference machine (benchmarks/RESULTS.md): ngf=ndf=48 at a 256 crop costs
-# ~0.5-0.7 s/step, so 2500 steps on 512x512 DRIVE take ~25-30 min, inside the 45 min budget
-# with room for a busy machine.
+# "cpu": ngf=ndf=48 at a 256 crop, 2500 steps on 512x512 DRIVE, sized for 2 CPU cores (timings: RESULTS.md
+# sections 1, 8 and 15; "--precision fp32" reproduces the generator trained before bf16 existed bit for bit).
 PROFILES: dict[str, dict] = {
     "cpu": {"data": {"size": 512}, "model": {"ngf": 48, "ndf": 48},
             "train": {"steps": 2500, "crop": 256, "batch_size": 1}},
@@ -139,7 +138,9 @@ def build_fit_config(profile: str = "cpu", config_file: str | None = None,
             if not isinstance(values, dict):
                 raise ConfigError(f"{config_file}: section {section!r} must be a mapping.")
             data.setdefault(section, {}).update(values)
-    data = apply_overrides(data, list(overrides))
+    from retinasynth.config import qualify_overrides
+
+    data = apply_overrides(data, qualify_overrides(FitConfig, list(overrides)))
     data["profile"] = profile
     upgrade_legacy_train(data.get("train"))
     return from_dict(FitConfig, data)
