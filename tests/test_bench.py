@@ -39,7 +39,7 @@ def test_profiles_build_and_validate():
         cfg = build_bench_config(p)
         assert cfg.profile == p and cfg.encoder_weights is None
     cpu = build_bench_config("cpu")
-    assert cpu.arms == ("real", "real+synth", "synth", "pretrain", "real-2x", "real+aug") and cpu.regimes == (2, 5, 20) and cpu.seeds == (0, 1, 2)
+    assert cpu.arms == ("real", "real+synth", "synth", "pretrain", "real-2x") and cpu.regimes == (2, 5, 20) and cpu.seeds == (0, 1, 2)
     assert build_bench_config("quick").arms == ("real", "real+synth", "synth") and cpu.preprocess == "green_clahe"
     cfg = build_bench_config("tiny", None, ["bench.arms=real,synth", "steps=3", "regimes=[1]"])
     assert cfg.arms == ("real", "synth") and cfg.steps == 3 and cfg.regimes == (1,)
