@@ -154,6 +154,17 @@ def pytest_terminal_summary(terminalreporter):
 
 # ---------------------------------------------------------------- benchmark fixtures (test_bench*.py)
 
+
+@pytest.fixture
+def torch_one_thread():
+    """One torch thread for the duration of a test (tiny models train faster and steadier that way)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 GEN_SHA = "0" * 64
 
 

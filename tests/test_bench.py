@@ -22,13 +22,7 @@ from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.segmenter import train_segmenter
 from retinasynth.segmenter.sampling import PatchSampler, draw_batch, real_subset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ---------------------------------------------------------------- config

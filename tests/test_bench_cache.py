@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from conftest import tiny
 
 import retinasynth.bench.runner as runner_mod
@@ -20,13 +19,7 @@ from retinasynth.bench.guards import LeakageError
 from retinasynth.bench.plan import Environment, score_key, train_key
 from retinasynth.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _external(root: Path, make_fundus, save_image, n: int = 2, seed: int = 300) -> Path:

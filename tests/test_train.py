@@ -481,6 +481,12 @@ def test_cli_evaluate_writes_metrics(cli, run_dir, data_root, tmp_path):
     assert vc["reader"]["steps"] == 3 and vc["reader"]["trained_on"] == "3 training images of the run"
     assert 0 <= vc["rendered"]["mean"] <= 1 and 0 <= vc["real"]["mean"] <= 1 and vc["rendered"]["n"] == 2
     assert vc["ratio"] == pytest.approx(vc["rendered"]["mean"] / vc["real"]["mean"])
+    fid = m["fidelity"]  # every measure with the real photographs' own value beside it
+    assert "fidelity (rendered vs the real photographs" in r.output and "stripe index" in r.output
+    for key in ("stripe_index", "disc_offset"):
+        assert {"rendered", "real", "ratio"} <= set(fid[key]) and math.isfinite(fid[key]["real"])
+    assert set(fid["vessel_contrast"]) >= {"1", "2", "3-4", "5+", "thin_1_2_px_ratio"}
+    assert set(fid["kid"]) >= {"rendered_vs_real", "real_train_vs_real"}
     for proto in ("notebook_protocol", "sound_protocol"):
         for k in ("mse", "ssim", "psnr"):
             sc = m[proto]["scores"][k]

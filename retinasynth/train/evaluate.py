@@ -76,7 +76,7 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         model, bc = train_reader(train, data_cfg.size, reader_steps, 1, gen.device, preprocess="green_clahe",
                                  progress=progress, desc="vessel-consistency reader", precision=gen.precision)
         reader = {"model": model, "cfg": bc, "n": len(train), "device": gen.device, "precision": gen.precision}
-    rows, grid = [], []
+    rows, grid, fid = [], [], []
     it = progress_bar(ds.samples, desc=f"evaluate {split}", unit="img", disable=not progress)
     for s in it:
         fake = gen.render(s.mask, s.fov)[0]
@@ -89,6 +89,7 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
                      **{f"meanimage_notebook_{k}": v for k, v in mb.items()},
                      **{f"meanimage_sound_{k}": v for k, v in ms.items()},
                      **(_consistency_row(reader, fake, s) if reader else {})})
+        fid.append(_fidelity_row(fake, s))
         if len(grid) < n_grid:
             m = np.repeat(s.mask[:, :, None].astype(np.uint8) * 255, 3, axis=2)
             grid.append(np.concatenate([m, fake, s.image], axis=1))
@@ -122,6 +123,7 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
                        "steps": reader_steps, "seed": 1, "trained_on": f"{reader['n']} training images of the run",
                        "precision": reader["precision"]},
             "rendered": rd["dice"], "real": rl["dice"], "ratio": rd["dice"]["mean"] / max(rl["dice"]["mean"], 1e-9)}
+    result["fidelity"] = _fidelity_summary(fid, reader, ds.samples, train, gen)
     nb = result["notebook_protocol"]["scores"]
     result["beats_notebook"] = beats_notebook({k: v["mean"] for k, v in nb.items()})
     write_json_atomic(out / "metrics.json", result)
@@ -145,6 +147,49 @@ def _consistency_row(reader: dict, fake: np.ndarray, s) -> dict:
                                                          reader.get("precision", "fp32")),
                                              s.mask, s.fov)
             for name, img in (("rendered", fake), ("real", s.image))}
+
+
+def _fidelity_row(fake: np.ndarray, s) -> dict:
+    """The fidelity measures (retinasynth.metrics.fidelity) of one rendering and of the real photograph of its mask."""
+    from retinasynth.metrics.fidelity import disc_offset, stripe_index, vessel_contrast
+
+    return {name: {"stripe": stripe_index(img, s.fov, s.mask), "contrast": vessel_contrast(img, s.mask, s.fov),
+                   "disc": disc_offset(img, s.mask, s.fov)}
+            for name, img in (("rendered", fake), ("real", s.image))} | {"fake": fake}
+
+
+def _fidelity_summary(rows: list[dict], reader: dict | None, evaluated: list, train: list, gen) -> dict:
+    """Renders against real photographs of the same masks, each measure with the real images' own value (the
+    target) and the ratio rendered / real; KID on the reader's encoder features when a reader was trained."""
+    from retinasynth.metrics.fidelity import STRIPE_PERIODS, WIDTH_BINS, encoder_features, kid
+
+    def mean(vals) -> float:
+        a = np.asarray([v for v in vals if np.isfinite(v)], np.float64)
+        return float(a.mean()) if a.size else float("nan")
+
+    def pair(key) -> dict:
+        rd, rl = mean(key(r["rendered"]) for r in rows), mean(key(r["real"]) for r in rows)
+        return {"rendered": rd, "real": rl, "ratio": rd / rl if rl else float("nan")}
+
+    out = {
+        "stripe_index": {**pair(lambda m: m["stripe"]), "periods_px": list(STRIPE_PERIODS),
+                         "what": "share of background high-pass power at the stride-2 upsampling frequencies"},
+        "vessel_contrast": {name: pair(lambda m, n=name: m["contrast"][n]["contrast"]) for name, _, _ in WIDTH_BINS},
+        "disc_offset": {**pair(lambda m: m["disc"]["distance_rel"]),
+                        "what": "disc to large-vessel convergence point, over the FOV diameter"},
+    }
+    thin = [out["vessel_contrast"][b]["ratio"] for b in ("1", "2")]
+    out["vessel_contrast"]["thin_1_2_px_ratio"] = mean(thin)
+    if reader:
+        kw = {"preprocess": reader["cfg"].preprocess, "precision": reader["precision"]}
+        f_fake = encoder_features(reader["model"], [r["fake"] for r in rows], reader["device"], **kw)
+        f_real = encoder_features(reader["model"], [s.image for s in evaluated], reader["device"], **kw)
+        f_train = encoder_features(reader["model"], [s.image for s in train], reader["device"], **kw)
+        out["kid"] = {"rendered_vs_real": kid(f_fake, f_real), "real_train_vs_real": kid(f_train, f_real),
+                      "features": "the vessel-consistency reader's deepest encoder features, average-pooled"}
+    for r in rows:
+        r.pop("fake", None)
+    return out
 
 
 def _training_samples(cfg: dict, data_cfg: DataConfig) -> list:
@@ -177,4 +222,22 @@ def format_result(r: dict) -> str:
            f"rendered {r['vessel_consistency']['rendered']['mean']:.4f}, on real "
            f"{r['vessel_consistency']['real']['mean']:.4f} (ratio {r['vessel_consistency']['ratio']:.3f})"]
           if "vessel_consistency" in r else []),
+        *_fidelity_lines(r.get("fidelity")),
         f"written to {r['out']}/ (metrics.json, per_image.csv, comparison.png)"])
+
+
+def _fidelity_lines(f: dict | None) -> list[str]:
+    if not f:
+        return []
+    s, dsc, vc = f["stripe_index"], f["disc_offset"], f["vessel_contrast"]
+    lines = ["fidelity (rendered vs the real photographs of the same masks; the real value is the target):",
+             f"  stripe index          rendered {s['rendered']:.4f}   real {s['real']:.4f}   ratio {s['ratio']:.2f}",
+             "  vessel contrast       " + "   ".join(f"{b} px {vc[b]['rendered']:.3f}/{vc[b]['real']:.3f}"
+                                               for b in ("1", "2", "3-4", "5+"))
+             + f"   thin (1-2 px) ratio {vc['thin_1_2_px_ratio']:.2f}",
+             f"  disc offset (/FOV)    rendered {dsc['rendered']:.3f}   real {dsc['real']:.3f}   ratio {dsc['ratio']:.2f}"]
+    if "kid" in f:
+        a, b = f["kid"]["rendered_vs_real"], f["kid"]["real_train_vs_real"]
+        lines.append(f"  KID (reader features) rendered vs real {a['kid']:.4f} [{a['ci95'][0]:.4f}, {a['ci95'][1]:.4f}]"
+                     f"   real train vs real {b['kid']:.4f} [{b['ci95'][0]:.4f}, {b['ci95'][1]:.4f}]")
+    return lines
