@@ -167,6 +167,11 @@ def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, precision, d
 @click.option("--filter-model", type=click.Path(path_type=str), default=None,
               help="Segmentation checkpoint (benchmark-downstream OUT/models/*.safetensors): drop pairs whose "
                    "segmentation disagrees with their mask.")
+@click.option("--style", "style", type=click.Path(path_type=str), default=None,
+              help="A folder of unlabelled photographs from your camera: each pair's colours are mapped onto one "
+                   "of them (no labels used). Never point it at images you will score.")
+@click.option("--style-strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Blend of --style: 0 keeps the generator's look, 1 maps the colours fully.")
 @click.option("--filter-min-dice", type=float, default=0.5, show_default=True,
               help="Keep pairs whose segmented image reaches this Dice against their mask.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted synthesis in --out.")
@@ -175,8 +180,8 @@ def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, precision, d
 @_precision_option("the generator's forward pass (a --resume must resolve to the recorded one)")
 @_device_option
 def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, samples_per_mask, stochastic, resolution,
-               batch_size, shard, workers, data_path, filter_model, filter_min_dice, resume, overwrite, quiet,
-               precision, device) -> None:
+               batch_size, shard, workers, data_path, style, style_strength, filter_model, filter_min_dice, resume,
+               overwrite, quiet, precision, device) -> None:
     """Render vessel masks into a synthetic image/mask dataset with full provenance.
 
     Under torchrun every rank renders its share into the same --out; `--merge OUT SHARD_DIR...` joins
@@ -203,8 +208,8 @@ def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, sample
 
     cfg = SynthConfig(n=n, sources=sources, seed=seed, samples_per_mask=samples_per_mask, resolution=resolution,
                       batch_size=batch_size, shard=shard, workers=workers, filter_model=filter_model,
-                      filter_min_dice=filter_min_dice, precision=precision,
-                      **({} if stochastic is None else {"stochastic": stochastic}))
+                      filter_min_dice=filter_min_dice, precision=precision, stochastic=stochastic, style=style,
+                      style_strength=style_strength)
     r = run_synth(run_dir, out_dir, cfg, resume=resume, overwrite=overwrite, data_root=data_path,
                   progress=not quiet, device=device)
     t = r["timing"]

@@ -123,7 +123,10 @@ def test_manifest_schema_and_provenance(reference, run_dir):
     assert card.startswith("# Synthetic retinal fundus images") and f"{N} synthetic fundus photographs" in card
     assert sha in card
     preview = _read(out / "preview.png")
-    assert preview is not None and preview.shape == (3 * 160, 4 * 320, 3)  # 12 pairs, 4 per row
+    # 12 pairs, 4 per row, then a full-resolution zoom (mask | image, 2x) of the first two pairs
+    assert preview is not None and preview.shape == (3 * 160 + 320, 4 * 320, 3)
+    zoom = preview[3 * 160:]
+    assert zoom[:, :320].max() == 255 and set(np.unique(zoom[:, :320])) <= {0, 255}  # the mask panel, binary
 
 
 def _count(recs: list[dict]) -> dict[str, int]:

@@ -328,6 +328,7 @@ def verify_synthetic(synth_dir: str | Path, synth: Dataset, evals: list[EvalSet]
     run_root = run_data_root(meta.get("run_data") or {}, meta.get("run_dir"))
     entries = read_manifest(manifest)
     _check_manifest(manifest, entries, evals, run_root, synth.ids)
+    info.update(_check_style(meta_path, meta, evals))
     _check_identical(synth_dir, synth, evals)
     info.update(_check_masks(synth_dir, entries, synth, meta, evals))
     try:
@@ -343,6 +344,31 @@ def verify_synthetic(synth_dir: str | Path, synth: Dataset, evals: list[EvalSet]
         sources[str(rec.get("source"))] = sources.get(str(rec.get("source")), 0) + 1
     info.update({"verified": True, "manifest_lines": len(entries), "sources": sources})
     return info
+
+
+def _check_style(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
+    """``synthesize --style DIR``: the target-camera photographs whose colours the renders took must not be
+    evaluated images (near-duplicate signatures, the generator guard's threshold)."""
+    style = meta.get("style")
+    if not isinstance(style, dict):
+        return {}
+    try:
+        sigs = {str(i): decode_signature(t) for i, t in (style.get("image_signatures") or {}).items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise RetinaSynthError(f"{meta_path}: style.image_signatures is damaged ({e}); re-run `retinasynth "
+                               "synthesize --style ...`.") from None
+    ids = list(sigs)
+    worst = 0.0
+    for ev in evals:
+        sim = similarity_matrix(ev.image_signatures(), [sigs[i] for i in ids])
+        if sim.size:
+            worst = max(worst, float(sim.max()))
+        if sim.size and sim.max() >= IMAGE_THRESHOLD:
+            e, k = np.unravel_index(int(np.argmax(sim)), sim.shape)
+            raise LeakageError(f"{meta_path}: style photograph {ids[k]!r} of {style.get('folder')} is evaluated "
+                               f"{ev.name} image {ev.native.samples[e].source} (similarity {sim.max():.3f} >= "
+                               f"{IMAGE_THRESHOLD}). Refusing: take the style from photographs that are not scored.")
+    return {"style": {"n": len(ids), "max_image_similarity": worst}}
 
 
 def _check_identical(synth_dir: Path, synth: Dataset, evals: list[EvalSet]) -> None:

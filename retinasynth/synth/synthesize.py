@@ -73,6 +73,10 @@ class SynthConfig:
     # The generator's forward pass (retinasynth.precision): auto = bf16 autocast where the hardware computes bf16
     # natively, else fp32. synth.json's settings hold the resolved value: a resume must render at the same one.
     precision: str = "auto"
+    # A folder of unlabelled photographs of the target camera: each pair's colours are mapped onto one of them
+    # (retinasynth.synth.style); None: the generator's own look. style_strength blends (0: off, 1: full).
+    style: str | None = None
+    style_strength: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n <= 0:
@@ -89,6 +93,8 @@ class SynthConfig:
             raise ConfigError(f"--filter-min-dice must be in [0, 1], got {self.filter_min_dice!r}.")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown --precision {self.precision!r}; valid: {', '.join(PRECISIONS)}.")
+        if not (isinstance(self.style_strength, (int, float)) and 0.0 <= self.style_strength <= 1.0):
+            raise ConfigError(f"--style-strength must be in [0, 1], got {self.style_strength!r}.")
 
     @property
     def mix(self) -> dict[str, float]:
@@ -135,8 +141,8 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, settings: dict) -> se
 
 
 def _legacy_settings(settings: dict) -> dict:
-    """Settings of a set written before ``precision`` existed: its generator then always ran fp32."""
-    return {"precision": "fp32", **settings}
+    """Settings of a set written before ``precision`` (then always fp32) or ``style`` existed."""
+    return {"precision": "fp32", "style": None, "style_strength": 1.0, **settings}
 
 
 def _manifest_files(out: Path) -> list[Path]:
@@ -210,6 +216,11 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
         from retinasynth.segmenter import load_segmenter
 
         load_segmenter(cfg.filter_model)
+    styles, style_sigs = [], []
+    if cfg.style:  # a missing or empty folder is refused before anything is written
+        from retinasynth.synth.style import load_styles
+
+        styles, style_sigs = load_styles(cfg.style)
     size = gen.size
     res = cfg.resolution or size
     stochastic = cfg.stochastic or cfg.samples_per_mask > 1
@@ -243,6 +254,12 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
                                                        "fingerprint", "sample_fingerprints", "image_signatures")},
             "n": cfg.n, "resolution": res, "mix": mix, "stochastic": stochastic,
             "precision": describe(gen.precision, gen.device), "record": record, "status": "running"}
+    if styles:
+        from retinasynth.data.similarity import encode_signature
+
+        meta["style"] = {"folder": cfg.style, "n": len(styles), "ids": [st.id for st in styles],
+                         "strength": cfg.style_strength, "labels_used": False,
+                         "image_signatures": {st.id: encode_signature(sig) for st, sig in zip(styles, style_sigs)}}
     if ranks.main:
         write_json_atomic(out / "synth.json", meta)
         for sub in ("images", "masks", "fov"):
@@ -267,6 +284,12 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
 
     def write_pair(p: int, image: np.ndarray, spec: MaskSpec) -> dict:
         mask, fov = spec.mask, spec.fov
+        style_id = None
+        if styles:
+            from retinasynth.synth.style import match_style, pick
+
+            _, style = pick(styles, cfg.seed, p)
+            image, style_id = match_style(image, fov, style, cfg.style_strength), style.id
         if res != size:
             image = resize_image(image, (res, res))
             fov = resize_mask(fov, (res, res), thin=False)
@@ -284,7 +307,8 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
                 "recipe": spec.recipe,
                 "procedural": spec.info, "seed": [cfg.seed, p // cfg.samples_per_mask],
                 "sample_index": p % cfg.samples_per_mask, "stochastic": stochastic,
-                "render_seed": (cfg.seed * 1_000_003 + p) if stochastic else None, **base_line}
+                "render_seed": (cfg.seed * 1_000_003 + p) if stochastic else None,
+                **({"style_id": style_id} if styles else {}), **base_line}
 
     gen_time, t_start = 0.0, time.perf_counter()
     bar = None
@@ -513,21 +537,55 @@ def _drain(pending: list[Future], manifest, bar, block: bool) -> list[Future]:
     return pending
 
 
-def contact_sheet(out: Path, recs: list[dict], tile: int = 160, cols: int = 4) -> np.ndarray:
-    """Image | mask tiles of the first pairs, ``cols`` pairs per row."""
+def contact_sheet(out: Path, recs: list[dict], tile: int = 160, cols: int = 4, zoom: int = 2) -> np.ndarray:
+    """Image | mask tiles of the first pairs, ``cols`` pairs per row; below them, for the first ``cols // 2``
+    pairs, a crop at full resolution (1:1 pixels, shown ``zoom`` times larger, nearest) of the mask and the
+    image side by side, where the mask's vessels are densest, so that thin vessels can be judged by eye."""
     from retinasynth.data.io import read_image, read_mask
 
     if not recs:  # every pair filtered out: an empty sheet rather than no file
         return np.zeros((tile, 2 * tile * cols, 3), np.uint8)
-    tiles = []
-    for r in recs:
-        img = resize_image(read_image(out / r["image"]), (tile, tile))
-        m = resize_mask(read_mask(out / r["mask"], warn_non_binary=False), (tile, tile))
+    tiles, zooms = [], []
+    side = tile * zoom  # a zoomed panel's side; a mask | image pair of panels fills the width of cols/2 tiles
+    for i, r in enumerate(recs):
+        full = read_image(out / r["image"])
+        mask = read_mask(out / r["mask"], warn_non_binary=False)
+        img = resize_image(full, (tile, tile))
+        m = resize_mask(mask, (tile, tile))
         tiles.append(np.concatenate([img, np.repeat(m[:, :, None].astype(np.uint8) * 255, 3, 2)], axis=1))
+        if i < cols // 2:
+            zooms.append(_zoom_pair(full, mask, side // zoom, side))
     while len(tiles) % cols:
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[i:i + cols], axis=1) for i in range(0, len(tiles), cols)]
-    return np.concatenate(rows, axis=0)
+    width = rows[0].shape[1]
+    strip = np.zeros((side, width, 3), np.uint8)
+    x = 0
+    for z in zooms:
+        if x + z.shape[1] > width:
+            break
+        strip[:, x:x + z.shape[1]] = z
+        x += z.shape[1]
+    return np.concatenate([*rows, strip], axis=0)
+
+
+def _zoom_pair(image: np.ndarray, mask: np.ndarray, crop: int, side: int) -> np.ndarray:
+    """Mask | image, a ``crop`` x ``crop`` window at full resolution where the mask is densest, each enlarged
+    (nearest neighbour) to ``side`` x ``side``."""
+    import cv2
+
+    h, w = mask.shape
+    c = min(crop, h, w)
+    dens = cv2.boxFilter(mask.astype(np.float32), -1, (c, c), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    lo_y, lo_x = c // 2, c // 2
+    inner = dens[lo_y:h - (c - c // 2) + 1, lo_x:w - (c - c // 2) + 1]
+    cy, cx = np.unravel_index(int(np.argmax(inner)), inner.shape) if inner.size else (0, 0)
+    y0, x0 = int(cy), int(cx)
+    win_m = mask[y0:y0 + c, x0:x0 + c]
+    win_i = image[y0:y0 + c, x0:x0 + c]
+    big_m = cv2.resize(win_m.astype(np.uint8) * 255, (side, side), interpolation=cv2.INTER_NEAREST)
+    big_i = cv2.resize(win_i, (side, side), interpolation=cv2.INTER_NEAREST)
+    return np.concatenate([np.repeat(big_m[:, :, None], 3, 2), big_i], axis=1)
 
 
 _TERMS = {
