@@ -280,14 +280,12 @@ def _check_masks(synth_dir: Path, entries: list[tuple[int, dict]], synth: Datase
                                    "evaluation data.")
         ev_sigs = [mask_signature(s.mask, s.fov) for s in ev.native.samples]
         sigs = [mask_signature(s.mask, s.fov) for s in synth.samples]
-        sim = similarity_matrix(ev_sigs, sigs)
-        if sim.size:
-            worst = max(worst, float(sim.max()))
-        if sim.size and sim.max() >= MASK_THRESHOLD:
-            e, k = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        best, e, k = _closest(similarity_matrix(ev_sigs, sigs))
+        worst = max(worst, best)
+        if best >= MASK_THRESHOLD:
             raise LeakageError(f"{synth.samples[k].mask_source}: synthetic mask {synth.samples[k].id!r} is a near "
                                f"duplicate of evaluated {ev.name} mask {ev.native.samples[e].mask_source} "
-                               f"(similarity {sim.max():.3f} >= {MASK_THRESHOLD}; perturbed copies score this "
+                               f"(similarity {best:.3f} >= {MASK_THRESHOLD}; perturbed copies score this "
                                "high, different eyes below). Refusing: synthesize from training masks only.")
     return {"mask_threshold": MASK_THRESHOLD, "max_mask_similarity": worst}
 
@@ -346,6 +344,14 @@ def verify_synthetic(synth_dir: str | Path, synth: Dataset, evals: list[EvalSet]
     return info
 
 
+def _closest(sim: np.ndarray) -> tuple[float, int, int]:
+    """(highest similarity, its evaluated index, its other index) of a similarity matrix; (0, -1, -1) if empty."""
+    if not sim.size:
+        return 0.0, -1, -1
+    e, k = np.unravel_index(int(np.argmax(sim)), sim.shape)
+    return float(sim[e, k]), int(e), int(k)
+
+
 def _check_style(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
     """``synthesize --style DIR``: the target-camera photographs whose colours the renders took must not be
     evaluated images (near-duplicate signatures, the generator guard's threshold)."""
@@ -360,13 +366,11 @@ def _check_style(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
     ids = list(sigs)
     worst = 0.0
     for ev in evals:
-        sim = similarity_matrix(ev.image_signatures(), [sigs[i] for i in ids])
-        if sim.size:
-            worst = max(worst, float(sim.max()))
-        if sim.size and sim.max() >= IMAGE_THRESHOLD:
-            e, k = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        best, e, k = _closest(similarity_matrix(ev.image_signatures(), [sigs[i] for i in ids]))
+        worst = max(worst, best)
+        if best >= IMAGE_THRESHOLD:
             raise LeakageError(f"{meta_path}: style photograph {ids[k]!r} of {style.get('folder')} is evaluated "
-                               f"{ev.name} image {ev.native.samples[e].source} (similarity {sim.max():.3f} >= "
+                               f"{ev.name} image {ev.native.samples[e].source} (similarity {best:.3f} >= "
                                f"{IMAGE_THRESHOLD}). Refusing: take the style from photographs that are not scored.")
     return {"style": {"n": len(ids), "max_image_similarity": worst}}
 
