@@ -30,10 +30,12 @@ from retinasynth.profiles import BENCH_PROFILES
 @click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one setting: SECTION.KEY=VALUE, or KEY=VALUE where only one section has KEY, e.g. "
                    "-o bench.steps=300 -o bench.arms=real,real+synth (repeatable).")
-@click.option("--test-data", "test_data", multiple=True, metavar="NAME=PATH",
+@click.option("--test-data", "test_data", multiple=True, metavar="NAME[:SPLIT]=PATH",
               help="An external evaluation set (repeatable): another dataset's test split, or all of it if it has "
-                   "none, scored and reported apart under NAME (a bare PATH is named after its folder). Adding one "
-                   "to a finished benchmark scores the saved models and retrains nothing.")
+                   "none, scored and reported apart under NAME (a bare PATH is named after its folder). NAME:SPLIT "
+                   "(test, train or all; seeded 75/25 where the dataset has no official split) scores only that "
+                   "part, e.g. to take synthesize --style from the rest. Adding one to a finished benchmark "
+                   "scores the saved models and retrains nothing.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
               help="Segmenter precision; default: the profile's (auto: bf16 autocast where the hardware has native "
                    "bf16, else fp32). Same as -o bench.precision=...; recorded and part of every cache key.")

@@ -145,3 +145,13 @@ register(Arm(
                     "effect, not compute",
              BELOW: "the same steps spent on the real images alone did better than synthetic pretraining",
              INCLUDES: "synthetic pretraining did no better than the same steps on the real images"}))
+register(Arm(
+    name="pretrain+aug", sampling="real", steps=2, uses_synth=True, pretrain=True, augment="camera",
+    compare=("real", "real-2x", "real+aug", "pretrain"), control="real+aug",
+    config_keys={"finetune_lr": None, "pretrain_mix": 0.0},
+    label="the synth model of the same seed fine-tuned on the real subset with the camera-shift augmentation of "
+          "real+aug: twice the steps in all, so read against real+aug (same steps, same augmentation, no "
+          "synthetic pairs)",
+    meaning={ABOVE: "synthetic pretraining added to what strong augmentation gives at the same compute",
+             BELOW: "strong augmentation alone did better than synthetic pretraining followed by it",
+             INCLUDES: "synthetic pretraining added nothing measurable to strong augmentation"}))

@@ -21,7 +21,8 @@ class BenchConfig(SegmenterConfig):
     Attributes:
         arms: names from the arm registry (:mod:`retinasynth.bench.arms`): 'real', 'real-2x' (twice the
             steps: the compute-matched control), 'real+aug' (camera-shift augmentation, twice the steps: the
-            control a synthetic arm must beat on unseen cameras), 'real+synth', 'synth', 'pretrain'.
+            control a synthetic arm must beat on unseen cameras), 'real+synth', 'synth', 'pretrain',
+            'pretrain+aug' (the pretraining fine-tuned with real+aug's augmentation; control: 'real+aug').
         finetune_lr: peak learning rate of the 'pretrain' arm's real fine-tune (same warm-up and schedule);
             None: ``lr``, the 'real' arm's.
         pretrain_mix: share of real patches in the 'pretrain' arm's pretraining batches. 0: synthetic only

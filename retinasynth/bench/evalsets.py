@@ -17,9 +17,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED = ("test", "val")
 
 
-def parse_test_data(test_data) -> dict[str, Path]:
-    """``--test-data`` values: 'NAME=PATH' or a bare PATH (named after its folder), or a dict {name: path};
-    names are unique, file-name safe and not 'test'/'val' (the real dataset's own sets)."""
+SPLITS = ("test", "train", "all")
+
+
+def parse_test_data(test_data) -> dict[str, tuple[Path, str | None]]:
+    """``--test-data`` values: 'NAME=PATH', 'NAME:SPLIT=PATH' or a bare PATH (named after its folder), or a
+    dict {name: path}; names are unique, file-name safe and not 'test'/'val' (the real dataset's own sets).
+
+    ``NAME:SPLIT`` scores only that split of the dataset ('test', 'train' or 'all'; for a dataset without an
+    official split, its seeded one, ``test_fraction`` 0.25, split seed 0), e.g. to keep the other part unscored
+    for ``synthesize --style``. Without it (split None): the official test split, or all of a dataset that
+    has none. Returns {name: (root, split or None)}."""
     if test_data is None:
         return {}
     if isinstance(test_data, dict):
@@ -30,12 +38,16 @@ def parse_test_data(test_data) -> dict[str, Path]:
         for v in values:
             text = str(v)
             name, eq, path = text.partition("=")
-            if eq and _NAME.match(name) and not Path(text).exists():
+            if eq and _NAME.match(name.partition(":")[0]) and not Path(text).exists():
                 items.append((name, path))
             else:
                 items.append((Path(text).name.lower() or "external", text))
-    out: dict[str, Path] = {}
+    out: dict[str, tuple[Path, str | None]] = {}
     for name, path in items:
+        name, colon, split = name.partition(":")
+        if colon and split not in SPLITS:
+            raise ConfigError(f"--test-data {name}:{split}={path}: unknown split {split!r}; valid: "
+                              f"{', '.join(SPLITS)} (e.g. --test-data {name}:test={path}).")
         if not _NAME.match(name):
             raise ConfigError(f"--test-data name {name!r}: use letters, digits, '-', '_' or '.' (e.g. "
                               "--test-data stare=../shared/data/STARE).")
@@ -46,7 +58,7 @@ def parse_test_data(test_data) -> dict[str, Path]:
             raise ConfigError(f"--test-data name {name!r} is given twice; name each set (--test-data NAME=PATH).")
         if not Path(path).is_dir():
             raise DataError(f"--test-data {name}={path}: not a folder; pass a dataset root (any supported layout).")
-        out[name] = Path(path)
+        out[name] = (Path(path), split or None)
     return out
 
 
@@ -72,7 +84,7 @@ def subset(ds: Dataset, ids, split: str) -> Dataset:
     return dataclasses.replace(ds, samples=[s for s in ds.samples if s.id in keep], split=split)
 
 
-def load_sets(real_data, cfg: BenchConfig, externals: dict[str, Path], progress: bool
+def load_sets(real_data, cfg: BenchConfig, externals: dict[str, tuple[Path, str | None]], progress: bool
               ) -> tuple[Dataset, list[EvalSet], list[str]]:
     """(the training split feeding the regimes, the evaluation sets, the held-out ids of eval=val)."""
     if cfg.eval == "val" and externals:
@@ -96,6 +108,7 @@ def load_sets(real_data, cfg: BenchConfig, externals: dict[str, Path], progress:
         valid = sorted({n for n in cfg.regimes if n <= len(train)} | {len(train)})
         raise ConfigError(f"bench.regimes {too_big} exceed {what} of {real_data}; valid: 1..{len(train)} "
                           f"(e.g. -o bench.regimes={','.join(str(n) for n in valid)}).")
-    for name, root in externals.items():
-        evals.append(load_eval_set(name, root, external_split(root, DataConfig(size=cfg.size)), cfg.size, progress))
+    for name, (root, split) in externals.items():
+        split = split or external_split(root, DataConfig(size=cfg.size))
+        evals.append(load_eval_set(name, root, split, cfg.size, progress))
     return train, evals, held_out

@@ -103,11 +103,19 @@ class FitConfig:
         return to_dict(self)
 
 
-# "cpu": ngf=ndf=48 at a 256 crop, 2500 steps on 512x512 DRIVE, sized for 2 CPU cores (timings: RESULTS.md
-# sections 1, 8 and 15; "--precision fp32" reproduces the generator trained before bf16 existed bit for bit).
+# "cpu-v1": the default until 2026-11-30: ngf=ndf=48 at a 256 crop, 2500 steps on 512x512 DRIVE, sized for
+# 2 CPU cores at fp32 (RESULTS.md sections 1, 8, 15); "--profile cpu-v1 --precision fp32" reproduces its
+# generator (sha256 3e8fc89a...9404b0) bit for bit, so runs made with the old default stay reproducible.
+_CPU_V1 = {"data": {"size": 512}, "model": {"ngf": 48, "ndf": 48},
+           "train": {"steps": 2500, "crop": 256, "batch_size": 1}}
+# "cpu": the same networks with the fidelity options (resize-convolution upsampling: no stride-2 stripes;
+# vessel-weighted L1 and the vessel-consistency loss: thin vessels drawn) and the steps that bf16 makes
+# affordable within ~25 min on 2 CPU cores (RESULTS.md section 16).
+_CPU = {"data": {"size": 512}, "model": {"ngf": 48, "ndf": 48, "upsample": "resize"},
+        "train": {"steps": 3000, "crop": 256, "batch_size": 1, "vessel_l1": 4.0, "consistency": 10.0}}
 PROFILES: dict[str, dict] = {
-    "cpu": {"data": {"size": 512}, "model": {"ngf": 48, "ndf": 48},
-            "train": {"steps": 2500, "crop": 256, "batch_size": 1}},
+    "cpu": _CPU,
+    "cpu-v1": _CPU_V1,
     # The published pix2pix recipe (ngf=ndf=64, batch 1, lr 2e-4 constant then linear decay over
     # 200 epochs): 200 epochs x 18 images of 512x512 in 4 crops of 256 each ~= 14400 steps.
     "paper": {"data": {"size": 512}, "model": {"ngf": 64, "ndf": 64},

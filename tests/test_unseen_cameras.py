@@ -1,0 +1,85 @@
+"""Unseen cameras (issue 19): part of an external set scored (the rest kept for ``synthesize --style``), the
+``pretrain+aug`` arm against its control ``real+aug``, and the fit profiles (issue 20: the fidelity options
+by default, the old default reachable by name). Tiny in-code datasets; seconds each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import tiny
+
+import retinasynth.bench.runner as runner_mod
+from retinasynth.bench import benchmark_downstream
+from retinasynth.bench.evalsets import parse_test_data
+from retinasynth.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _external(root: Path, make_fundus, save_image, n: int = 4, seed: int = 300) -> Path:
+    for i in range(n):
+        image, mask, _ = make_fundus(48, 56, seed=seed + i, n_vessels=3, thickness=2)
+        save_image(root / "images" / f"e{i}.png", image)
+        save_image(root / "masks" / f"e{i}.png", mask)
+    return root
+
+
+def test_test_data_names_a_split(tmp_path, make_fundus, save_image):
+    ext = _external(tmp_path / "ext", make_fundus, save_image)
+    assert parse_test_data([f"clinic:train={ext}", f"all={ext}"]) == {"clinic": (ext, "train"), "all": (ext, None)}
+    with pytest.raises(ConfigError, match=r"unknown split 'val'; valid: test, train, all"):
+        parse_test_data([f"clinic:val={ext}"])
+
+
+def test_a_named_split_scores_only_its_images(tmp_path, real_root, make_fundus, save_image):
+    from retinasynth.data.dataset import DataConfig, index_dataset
+
+    ext = _external(tmp_path / "ext", make_fundus, save_image)
+    _, _, records = index_dataset(ext, DataConfig(size=None))
+    by_split = {s: sorted(r.id for r in records if r.split == s) for s in ("train", "test")}
+    assert by_split["train"] and by_split["test"]  # a seeded split of the 4 images
+    res = benchmark_downstream(real_root, None, tmp_path / "o", tiny("arms=real"),
+                               test_data=[f"part:train={ext}", f"whole={ext}"], progress=False)
+    assert res["data"]["eval"]["part"]["split"] == "train" and res["data"]["eval"]["whole"]["split"] == "all"
+    scores = res["runs"][0]["scores"]
+    assert sorted(scores["part"]["per_image"]) == by_split["train"]
+    assert sorted(scores["whole"]["per_image"]) == sorted(by_split["train"] + by_split["test"])
+
+
+def test_pretrain_aug_fine_tunes_the_shared_pretraining_with_camera_augmentation(tmp_path, real_root, synth_dir,
+                                                                                monkeypatch):
+    seen = []
+    real_train = runner_mod.train_segmenter
+
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+        seen.append((desc, arm, cfg.steps, cfg.augment, init is not None))
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+
+    monkeypatch.setattr(runner_mod, "train_segmenter", spy)
+    res = benchmark_downstream(real_root, synth_dir, tmp_path / "o",
+                               tiny("arms=real,real-2x,real+aug,synth,pretrain,pretrain+aug"), progress=False)
+    # one synthetic pretraining per seed, shared by both fine-tuned arms; pretrain+aug fine-tunes with 'camera'
+    assert [s[0] for s in seen].count("synth_n2_s0") == 1 and not any("(pretrain)" in s[0] for s in seen)
+    assert ("pretrain+aug_n2_s0", "real", 1, "camera", True) in seen
+    assert ("pretrain_n2_s0", "real", 1, "strong", True) in seen
+    runs = {r["arm"]: r for r in res["runs"]}
+    assert runs["pretrain+aug"]["pretrained_from"] == runs["pretrain"]["pretrained_from"]
+    primary = {(p["arm"], p["base"]) for p in res["paired"] if p.get("family") == "primary"}
+    assert ("pretrain+aug", "real+aug") in primary and ("pretrain", "real-2x") in primary
+    compared = {(p["arm"], p["base"]) for p in res["paired"]}
+    assert {("pretrain+aug", b) for b in ("real", "real-2x", "real+aug", "pretrain")} <= compared
+    labelled = {(row["arm"], row["regime"]): row for row in res["labelled"]}
+    assert labelled[("pretrain+aug", 2)] == {**labelled[("pretrain", 2)], "arm": "pretrain+aug"}
+
+
+def test_fit_profiles_new_default_and_the_old_one_by_name():
+    from retinasynth.train.config import build_fit_config
+
+    new, old = build_fit_config("cpu"), build_fit_config("cpu-v1")
+    assert (new.model.upsample, new.train.vessel_l1, new.train.consistency) == ("resize", 4.0, 10.0)
+    assert new.train.steps > old.train.steps == 2500
+    # the old default, exactly as runs made with it recorded it (RESULTS.md section 1)
+    assert (old.model.upsample, old.model.ngf, old.model.ndf, old.train.crop, old.train.vessel_l1,
+            old.train.consistency, old.data.size) == ("transpose", 48, 48, 256, 0.0, 0.0, 512)
+    assert new.model.ngf == old.model.ngf and new.data == old.data
