@@ -180,6 +180,15 @@ def real_root(tmp_path, make_fundus, save_image) -> Path:
     return root
 
 
+def write_external(root: Path, n: int = 2, seed: int = 300) -> Path:
+    """An external evaluation set in the generic layout (images/ + masks/): ``n`` 48x56 discs with lines."""
+    for i in range(n):
+        image, mask, _ = _fundus(48, 56, seed=seed + i, n_vessels=3, thickness=2)
+        _save(root / "images" / f"e{i}.png", image)
+        _save(root / "masks" / f"e{i}.png", mask)
+    return root
+
+
 def write_synth(folder: Path, real_root: Path, make_fundus, save_image, n: int = 3, manifest_edit=None,
                 run_edit=None) -> Path:
     """A synthetic set as `retinasynth synthesize` writes it, from the real set's training masks."""

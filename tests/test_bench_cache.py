@@ -5,12 +5,11 @@ Tiny in-code datasets; each test takes seconds."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import tiny
+from conftest import tiny, write_external
 
 import retinasynth.bench.runner as runner_mod
 from retinasynth.bench import benchmark_downstream
@@ -20,14 +19,6 @@ from retinasynth.bench.plan import Environment, score_key, train_key
 from retinasynth.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def _external(root: Path, make_fundus, save_image, n: int = 2, seed: int = 300) -> Path:
-    for i in range(n):
-        image, mask, _ = make_fundus(48, 56, seed=seed + i, n_vessels=3, thickness=2)
-        save_image(root / "images" / f"e{i}.png", image)
-        save_image(root / "masks" / f"e{i}.png", mask)
-    return root
 
 
 def _no_training(monkeypatch):
@@ -49,12 +40,11 @@ def _strings(obj):
         yield obj
 
 
-def test_adding_an_evaluation_set_scores_saved_models_and_retrains_nothing(tmp_path, real_root, synth_dir,
-                                                                           make_fundus, save_image, monkeypatch):
+def test_adding_an_evaluation_set_scores_saved_models_and_retrains_nothing(tmp_path, real_root, synth_dir, monkeypatch):
     out = tmp_path / "out"
     first = benchmark_downstream(real_root, synth_dir, out, tiny(), progress=False)
     assert first["n_trained"] == 3 and set(first["data"]["eval"]) == {"test"}
-    ext = _external(tmp_path / "ext", make_fundus, save_image)
+    ext = write_external(tmp_path / "ext")
     _no_training(monkeypatch)
     second = benchmark_downstream(real_root, synth_dir, out, tiny(), test_data=[f"clinic={ext}"], progress=False)
     assert second["n_trained"] == 0 and second["n_cached"] == 3
@@ -69,9 +59,9 @@ def test_adding_an_evaluation_set_scores_saved_models_and_retrains_nothing(tmp_p
     assert "clinic" in (out / "report.md").read_text()
 
 
-def test_repeatable_test_data_names(tmp_path, real_root, make_fundus, save_image):
-    a = _external(tmp_path / "A", make_fundus, save_image)
-    b = _external(tmp_path / "B", make_fundus, save_image, seed=400)
+def test_repeatable_test_data_names(tmp_path, real_root):
+    a = write_external(tmp_path / "A")
+    b = write_external(tmp_path / "B", seed=400)
     res = benchmark_downstream(real_root, None, tmp_path / "o", tiny("arms=real"),
                                test_data=[f"one={a}", str(b)], progress=False)
     assert list(res["data"]["eval"]) == ["test", "one", "b"] and res["data"]["eval"]["b"]["split"] == "all"
@@ -162,9 +152,8 @@ def test_report_refuses_runs_made_by_different_code(tmp_path, real_root):
     assert any("versions of the code" in w for w in mixed["warnings"])
 
 
-def test_real_training_image_resized_into_an_evaluation_set_is_refused(tmp_path, real_root, make_fundus,
-                                                                      save_image):
-    ext = _external(tmp_path / "kaggle", make_fundus, save_image)
+def test_real_training_image_resized_into_an_evaluation_set_is_refused(tmp_path, real_root):
+    ext = write_external(tmp_path / "kaggle")
     src = cv2.imread(str(real_root / "train" / "images" / "im2.png"))
     cv2.imwrite(str(ext / "images" / "e1.png"), cv2.resize(src, (80, 80), interpolation=cv2.INTER_AREA))
     msk = cv2.imread(str(real_root / "train" / "masks" / "im2.png"), cv2.IMREAD_GRAYSCALE)

@@ -4,10 +4,8 @@ by default, the old default reachable by name). Tiny in-code datasets; seconds e
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from conftest import tiny
+from conftest import tiny, write_external
 
 import retinasynth.bench.runner as runner_mod
 from retinasynth.bench import benchmark_downstream
@@ -17,25 +15,17 @@ from retinasynth.errors import ConfigError
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def _external(root: Path, make_fundus, save_image, n: int = 4, seed: int = 300) -> Path:
-    for i in range(n):
-        image, mask, _ = make_fundus(48, 56, seed=seed + i, n_vessels=3, thickness=2)
-        save_image(root / "images" / f"e{i}.png", image)
-        save_image(root / "masks" / f"e{i}.png", mask)
-    return root
-
-
-def test_test_data_names_a_split(tmp_path, make_fundus, save_image):
-    ext = _external(tmp_path / "ext", make_fundus, save_image)
+def test_test_data_names_a_split(tmp_path):
+    ext = write_external(tmp_path / "ext", n=4)
     assert parse_test_data([f"clinic:train={ext}", f"all={ext}"]) == {"clinic": (ext, "train"), "all": (ext, None)}
     with pytest.raises(ConfigError, match=r"unknown split 'val'; valid: test, train, all"):
         parse_test_data([f"clinic:val={ext}"])
 
 
-def test_a_named_split_scores_only_its_images(tmp_path, real_root, make_fundus, save_image):
+def test_a_named_split_scores_only_its_images(tmp_path, real_root):
     from retinasynth.data.dataset import DataConfig, index_dataset
 
-    ext = _external(tmp_path / "ext", make_fundus, save_image)
+    ext = write_external(tmp_path / "ext", n=4)
     _, _, records = index_dataset(ext, DataConfig(size=None))
     by_split = {s: sorted(r.id for r in records if r.split == s) for s in ("train", "test")}
     assert by_split["train"] and by_split["test"]  # a seeded split of the 4 images
