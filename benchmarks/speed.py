@@ -15,7 +15,8 @@ Every row reports the bf16/fp32 speed ratio (fp32 time / bf16 time); FLOPs per c
 precision. The first lines give the CPU model, its flags that matter here (avx512_bf16, amx_bf16, ...), torch's
 CPU capability and the load average: a busy machine makes every number slower (ratios suffer less).
 
-Options: ``--channels-last`` also times the convolutional workloads with channels_last tensors; ``--threads 1 2``
+Options: ``--channels-last`` also times the convolutional workloads with channels_last tensors; ``--compile`` also
+times them as torch.compile'd modules (inductor; the first, compiling call is timed apart); ``--threads 1 2``
 repeats everything for each torch.set_num_threads value. ``--quick`` uses tiny sizes and 2 reps (seconds: checks
 that the script works, measures nothing). Results are written as JSON to ``--out``.
 
@@ -90,6 +91,11 @@ def count_gflop(fn) -> float:
 # ----------------------------------------------------------------------------------------------- workloads
 
 
+def _maybe_compile(module, compiled: bool):
+    """torch.compile (inductor, default mode) when asked: on CPU it needs a C++ compiler; the first calls compile."""
+    return torch.compile(module) if compiled else module
+
+
 def _fmt(channels_last: bool):
     return torch.channels_last if channels_last else torch.contiguous_format
 
@@ -101,13 +107,14 @@ def _pix2pix(sz: dict, side_for_depth: int):
     return cfg, model, model.resolved_depth(side_for_depth)
 
 
-def fit_step(sz: dict, device: torch.device, precision: str, channels_last: bool):
+def fit_step(sz: dict, device: torch.device, precision: str, channels_last: bool, compiled: bool = False):
     """A closure running one fit step of the cpu profile at ``precision`` (the loop of retinasynth.train.fit)."""
     cfg, model, depth = _pix2pix(sz, sz["fit_side"])
     torch.manual_seed(0)
     fmt = _fmt(channels_last)
     G = create_generator(model, depth).to(device, memory_format=fmt)
     D = create_discriminator(model).to(device, memory_format=fmt)
+    G, D = _maybe_compile(G, compiled), _maybe_compile(D, compiled)
     t = cfg.train
     og = torch.optim.Adam(G.parameters(), t.lr, betas=(t.beta1, t.beta2))
     od = torch.optim.Adam(D.parameters(), t.lr, betas=(t.beta1, t.beta2))
@@ -136,7 +143,7 @@ def fit_step(sz: dict, device: torch.device, precision: str, channels_last: bool
     return step, {"ngf": model.ngf, "ndf": model.ndf, "depth": depth, "batch": b, "side": s}
 
 
-def seg_step(sz: dict, device: torch.device, precision: str, channels_last: bool):
+def seg_step(sz: dict, device: torch.device, precision: str, channels_last: bool, compiled: bool = False):
     """A closure running one training step of the benchmark's default segmenter at ``precision``."""
     from retinasynth.segmenter import SegmenterConfig, create_segmenter
     from retinasynth.segmenter.model import SegLoss
@@ -146,6 +153,7 @@ def seg_step(sz: dict, device: torch.device, precision: str, channels_last: bool
     fmt = _fmt(channels_last)
     model = create_segmenter(cfg).to(device, memory_format=fmt).train()
     opt = torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+    model = _maybe_compile(model, compiled)
     scaler, loss_fn = grad_scaler(precision, device), SegLoss().to(device)
     x = torch.randn(cfg.batch_size, 3, cfg.patch, cfg.patch, device=device).to(memory_format=fmt)
     y = (torch.rand(cfg.batch_size, 1, cfg.patch, cfg.patch, device=device) > 0.88).float()
@@ -164,12 +172,12 @@ def seg_step(sz: dict, device: torch.device, precision: str, channels_last: bool
                   "optimizer": "AdamW"}
 
 
-def gen_infer(sz: dict, device: torch.device, precision: str, channels_last: bool):
+def gen_infer(sz: dict, device: torch.device, precision: str, channels_last: bool, compiled: bool = False):
     """A closure rendering a batch with the cpu profile's generator (trained on crops: the crop's depth)."""
     _, model, depth = _pix2pix(sz, sz["fit_side"])
     torch.manual_seed(0)
     fmt = _fmt(channels_last)
-    G = create_generator(model, depth).to(device, memory_format=fmt).eval()
+    G = _maybe_compile(create_generator(model, depth).to(device, memory_format=fmt).eval(), compiled)
     b, s = sz["infer_batch"], sz["infer_side"]
     cond = torch.randn(b, model.in_channels, s, s, device=device).to(memory_format=fmt)
 
@@ -182,7 +190,7 @@ def gen_infer(sz: dict, device: torch.device, precision: str, channels_last: boo
     return infer, {"ngf": model.ngf, "depth": depth, "batch": b, "side": s}
 
 
-def seg_data(sz: dict, device: torch.device, precision: str, channels_last: bool):
+def seg_data(sz: dict, device: torch.device, precision: str, channels_last: bool, compiled: bool = False):
     """A closure drawing one training batch of the benchmark's segmenter as `train_segmenter` does (the `cpu`
     profile's light augmentation on 576-px fundus-like images, 8 x 96-px patches): the data path of a step,
     which runs in the training process and adds to every step's time (precision does not apply to it)."""
@@ -285,7 +293,8 @@ def run(args) -> dict:
                                                                           else ""))
     for p, why in skipped.items():
         print(f"skipped {p}: {why}")
-    layouts = [False, True] if args.channels_last else [False]
+    layouts = [(False, False)] + ([(True, False)] if args.channels_last else []) + \
+        ([(False, True)] if args.compile else [])
     for threads in args.threads or [threads0]:
         torch.set_num_threads(threads)
         mm = {p: matmul(sz["matmul_n"], dev, p, sz["reps"], sz["warmup"]) for p in precisions}
@@ -296,14 +305,24 @@ def run(args) -> dict:
         for name, make in WORKLOADS.items():
             if args.only and name not in args.only:
                 continue
-            for cl in layouts:
-                row = {"workload": name, "threads": threads, "channels_last": cl}
+            for cl, comp in layouts:
+                if comp and name == "seg_data":
+                    continue  # no model on the data path
+                row = {"workload": name, "threads": threads, "channels_last": cl, "compiled": comp}
                 for p in precisions:
-                    fn, shape = make(sz, dev, p, cl)
+                    fn, shape = make(sz, dev, p, cl, comp)
                     if "gflop" not in row:
                         row["shape"] = shape
                         row["gflop"] = count_gflop(make(sz, dev, "fp32", cl)[0])
+                    first = None
+                    if comp:  # the first call compiles: timed apart, then the usual warm-up and timed calls
+                        t0 = time.perf_counter()
+                        fn()
+                        _sync(dev)
+                        first = time.perf_counter() - t0
                     r = timed(fn, dev, sz["reps"], sz["warmup"])
+                    if first is not None:
+                        r["first_call_s"] = first
                     r["gflops"] = row["gflop"] / r["median_s"]
                     r["share_of_matmul_peak"] = r["gflops"] / mm[p]["gflops"]
                     row[p] = r
@@ -313,9 +332,14 @@ def run(args) -> dict:
                 block["rows"].append(row)
         result["runs"].append(block)
     torch.set_num_threads(threads0)
+    for block in result["runs"]:  # compiled vs eager (contiguous) at each precision: > 1 means compiled is faster
+        eager = {r["workload"]: r for r in block["rows"] if not r["channels_last"] and not r.get("compiled")}
+        for r in block["rows"]:
+            if r.get("compiled") and r["workload"] in eager:
+                r["compile_speedup"] = {p: eager[r["workload"]][p]["median_s"] / r[p]["median_s"] for p in precisions}
     if args.channels_last:  # channels_last vs contiguous at each precision
         for block in result["runs"]:
-            by = {(r["workload"], r["channels_last"]): r for r in block["rows"]}
+            by = {(r["workload"], r["channels_last"]): r for r in block["rows"] if not r.get("compiled")}
             for (w, cl), r in by.items():
                 if cl and (w, False) in by:
                     # contiguous time / channels_last time: > 1 means channels_last is faster
@@ -338,7 +362,10 @@ def report(result: dict) -> None:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for r in block["rows"]:
-            cells = [r["workload"], "channels_last" if r["channels_last"] else "contiguous", f"{r['gflop']:.2f}"]
+            layout = "channels_last" if r["channels_last"] else "contiguous"
+            if r.get("compiled"):
+                layout += ", compiled (first call " + "/".join(f"{r[p]['first_call_s']:.0f}" for p in ps) + " s)"
+            cells = [r["workload"], layout, f"{r['gflop']:.2f}"]
             cells += [f"{r[p]['median_s']:.4f} ({r[p]['gflops']:.1f}, {100 * r[p]['share_of_matmul_peak']:.0f}%)"
                       for p in ps]
             cells += [f"{r[f'{p}_speedup']:.2f}x" for p in others]
@@ -353,6 +380,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reps", type=int, default=None, help="timed calls per measurement [7; --quick 2]")
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls first [2; --quick 1]")
     ap.add_argument("--channels-last", action="store_true", help="also time channels_last tensors")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile'd models (fit_step, seg_step, gen_infer); the first call is timed apart")
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="torch.set_num_threads values to repeat everything with [the current one]")
     ap.add_argument("--only", nargs="+", choices=list(WORKLOADS), default=None, help="time only these workloads")

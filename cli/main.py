@@ -96,8 +96,9 @@ def _precision_option(what: str, default: str | None = "auto", show: str | bool 
               help="Dataset root folder (any supported layout). Only its training split is used.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Run directory to create.")
 @click.option("--profile", type=click.Choice(FIT_PROFILES), default="cpu", show_default=True,
-              help="cpu: 2500 steps at 512 px for 2 CPU cores (timings: README, Results); paper: the pix2pix "
-                   "recipe for GPUs; demo/tiny: minutes/seconds on phantoms.")
+              help="cpu: 3000 steps at 512 px, ~25 min on 2 CPU cores at bf16 (timings: README, Results); "
+                   "cpu-v1: the default before 2026-11-30, kept so old runs reproduce; paper: the pix2pix recipe for "
+                   "GPUs; demo/tiny: minutes/seconds on phantoms.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with data/model/train sections overriding the profile.")
 @click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -124,7 +125,9 @@ def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, prec
 @main.command()
 @click.option("--run", "run_dir", type=click.Path(path_type=str), required=True, help="Run directory from fit.")
 @click.option("--data", "data_path", type=click.Path(path_type=str), required=True, help="Dataset root folder.")
-@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True,
+              help="test: the dataset's test split; val: the training images the run held out (data.exclude "
+                   "and its validation images), for choosing settings without the test split.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="Where to write metrics.json, per_image.csv, comparison.png [RUN/eval-SPLIT].")
 @click.option("--raw", is_flag=True, help="Use the raw generator weights instead of the EMA copy.")

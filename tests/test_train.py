@@ -565,3 +565,32 @@ def test_cli_fit_resume_of_finished_run_keeps_weights(cli, run_dir, tmp_path):
     r = cli("fit", "--out", copy, "--resume", "--quiet")
     assert r.exit_code == 0, r.output
     assert (copy / ck.WEIGHTS_EMA).read_bytes() == before
+
+
+def test_cli_evaluate_val_scores_only_the_held_out_training_images(cli, data_root, tmp_path):
+    """`--split val`: the images the fit excluded plus its own validation images, never a trained-on or test one;
+    the reader is trained on the run's training images only."""
+    out = tmp_path / "held"
+    r = cli("fit", "--data", data_root, "--out", out, "--profile", "tiny", "--quiet", "-o", "train.steps=2",
+            "-o", "train.threads=1", "-o", "data.exclude=phantom_0000")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())
+    held = sorted(["phantom_0000", *cfg["data"]["val_ids"]])
+    assert "phantom_0000" not in cfg["data"]["train_ids"] and len(held) == 2
+    r = cli("evaluate", "--run", out, "--data", data_root, "--split", "val", "--out", tmp_path / "ev",
+            "--reader-steps", "2")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["split"] == "val" and sorted(m["image_ids"]) == held and m["n_images"] == 2
+    assert m["vessel_consistency"]["reader"]["trained_on"] == f"{len(cfg['data']['train_ids'])} training images of the run"
+    assert not set(m["image_ids"]) & set(cfg["data"]["train_ids"])
+
+
+def test_cli_evaluate_val_without_held_out_images_is_one_line_error(cli, data_root, tmp_path):
+    out = tmp_path / "noval"
+    r = cli("fit", "--data", data_root, "--out", out, "--profile", "tiny", "--quiet", "-o", "train.steps=2",
+            "-o", "train.threads=1", "-o", "train.val_count=0")
+    assert r.exit_code == 0, r.output
+    r = cli("evaluate", "--run", out, "--data", data_root, "--split", "val", "--reader-steps", "0")
+    assert r.exit_code == 2 and "holds out none of its training images" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1

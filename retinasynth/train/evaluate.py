@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -56,17 +57,33 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     data_cfg = from_dict(DataConfig, cfg["config"]["data"])
+    if split not in EVAL_SPLITS:
+        raise RetinaSynthError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}.")
+    held = held_out_ids(cfg) if split == "val" else ()
+    if split == "val" and not held:
+        raise RetinaSynthError(f"{run_dir}: the run holds out none of its training images, so there is no 'val' "
+                               "split to score; fit with -o data.exclude=ID,ID,... (or train.val_count > 0), "
+                               "or evaluate --split test.")
     gen = load_generator(run_dir, ema=ema, device=device, precision=precision)
-    ds = load_dataset(data_root, split, data_cfg)
-    if split != "test":
+    if split == "val":
+        ds = load_dataset(data_root, "train", replace(data_cfg, exclude=()))
+        ds.samples = [s for s in ds.samples if s.id in set(held)]
+        missing = sorted(set(held) - {s.id for s in ds.samples})
+        if missing:
+            raise RetinaSynthError(f"{data_root}: the run's held-out training image(s) {', '.join(missing[:5])} are "
+                                   "not in this folder's training split; give the dataset the run was fitted on.")
+    else:
+        ds = load_dataset(data_root, split, data_cfg)
+    if split not in ("test", "val"):
         from retinasynth.data.io import warn_once
 
         warn_once(f"evaluating on the {split!r} split: scores on images the generator was trained on "
                   "are not a measure of generalisation.")
     train_fp = cfg["data"]["fingerprint"]
-    if train_fp in (ds.fingerprint(), ds.legacy_fingerprint()):
+    if split != "val" and train_fp in (ds.fingerprint(), ds.legacy_fingerprint()):
         raise RetinaSynthError(f"{data_root} split {split!r} is the very data the run was trained on; "
-                               "evaluate on a held-out split (--split test).")
+                               "evaluate on a held-out split (--split test, or --split val for the training "
+                               "images the run held out).")
     train = _training_samples(cfg, data_cfg)
     mean_img = np.clip(np.mean([s.image.astype(np.float64) for s in train], axis=0).round(), 0, 255).astype(np.uint8)
     reader = None
@@ -101,6 +118,7 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
 
     result = {
         "run": str(run_dir), "data": str(data_root), "split": split, "n_images": len(rows),
+        "image_ids": [s.id for s in ds.samples],
         "weights": "ema" if ema else "raw", "weights_sha256": gen.weights_sha256,
         "working_resolution": gen.size,
         "notebook_protocol": {"resolution": notebook_size, "resampling": "nearest-neighbour, generated and real alike",
@@ -135,6 +153,18 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     write_png_atomic(out / "comparison.png", np.concatenate(grid, axis=0))
     result["out"] = str(out)
     return result
+
+
+EVAL_SPLITS = ("test", "val", "train", "all")
+
+
+def held_out_ids(run_cfg: dict) -> tuple[str, ...]:
+    """The training-split images a run never trained on: those its fit excluded (``data.exclude``, e.g. the
+    benchmark's ``eval=val`` images) and those it kept for its validation L1 (``val_ids``). ``evaluate --split
+    val`` scores these, so a generator option can be chosen without touching the test split."""
+    excluded = run_cfg["config"]["data"].get("exclude") or []
+    held = {str(i) for i in excluded} | {str(i) for i in run_cfg["data"].get("val_ids", [])}
+    return tuple(sorted(held - {str(i) for i in run_cfg["data"].get("train_ids", [])}))
 
 
 def _consistency_row(reader: dict, fake: np.ndarray, s) -> dict:
