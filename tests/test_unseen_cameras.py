@@ -4,6 +4,8 @@ by default, the old default reachable by name). Tiny in-code datasets; seconds e
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from conftest import tiny, write_external
 
@@ -67,7 +69,9 @@ def test_fit_profiles_new_default_and_the_old_one_by_name():
     from retinasynth.train.config import build_fit_config
 
     new, old = build_fit_config("cpu"), build_fit_config("cpu-v1")
-    assert (new.model.upsample, new.train.vessel_l1, new.train.consistency) == ("resize", 4.0, 10.0)
+    assert (new.model.upsample, new.train.vessel_l1, new.train.consistency, new.train.steps) == ("resize", 4.0, 0.0, 3000)
+    v2 = build_fit_config("cpu-v2")  # the afternoon default, kept reachable: only the consistency weight differs
+    assert v2.train.consistency == 10.0 and replace(v2.train, consistency=0.0) == new.train and v2.model == new.model
     assert new.train.steps > old.train.steps == 2500
     # the old default, exactly as runs made with it recorded it (RESULTS.md section 1)
     assert (old.model.upsample, old.model.ngf, old.model.ndf, old.train.crop, old.train.vessel_l1,
