@@ -1,8 +1,8 @@
-"""Before/after zoom of two generators on the same held-out masks, at full resolution (no model is run).
+"""Before/after zoom of two or more generators on the same held-out masks, at full resolution (no model is run).
 
 Reads the ``comparison.png`` that ``retinasynth evaluate`` writes (rows of mask | rendered | photograph, each
-the run's working resolution) for two runs evaluated on the same split, and writes one picture: for each
-chosen row, a crop of mask | before | after | photograph, enlarged without interpolation so single-pixel
+the run's working resolution) for two or more runs evaluated on the same split, and writes one picture: for each
+chosen row, a crop of mask | each run in the order given | photograph, enlarged without interpolation so single-pixel
 vessels and stripes stay visible.
 
     python benchmarks/fidelity_zoom.py runs/fidelity/old-test/comparison.png runs/fidelity/new-test/comparison.png \
@@ -23,11 +23,11 @@ def _tile(grid: np.ndarray, row: int, col: int) -> np.ndarray:
     return grid[row * side:(row + 1) * side, col * side:(col + 1) * side]
 
 
-def zoom(before: np.ndarray, after: np.ndarray, rows: list[int], box: tuple[int, int, int], scale: int) -> np.ndarray:
+def zoom(grids: list[np.ndarray], rows: list[int], box: tuple[int, int, int], scale: int) -> np.ndarray:
     x, y, s = box
     lines = []
     for r in rows:
-        crops = [_tile(before, r, 0), _tile(before, r, 1), _tile(after, r, 1), _tile(before, r, 2)]
+        crops = [_tile(grids[0], r, 0), *(_tile(g, r, 1) for g in grids), _tile(grids[0], r, 2)]
         crops = [cv2.resize(c[y:y + s, x:x + s], (s * scale, s * scale), interpolation=cv2.INTER_NEAREST) for c in crops]
         sep = np.full((s * scale, 6, 3), 255, np.uint8)
         lines.append(np.concatenate([v for c in crops for v in (c, sep)][:-1], axis=1))
@@ -37,25 +37,24 @@ def zoom(before: np.ndarray, after: np.ndarray, rows: list[int], box: tuple[int,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("before")
-    ap.add_argument("after")
+    ap.add_argument("comparisons", nargs="+", metavar="COMPARISON_PNG", help="before, after (and more), in order")
     ap.add_argument("--out", required=True)
     ap.add_argument("--rows", default="0", help="rows of comparison.png (test images in order), e.g. 0,2")
     ap.add_argument("--box", default="300,120,160", help="x,y,side of the crop in working-resolution pixels")
     ap.add_argument("--scale", type=int, default=3)
     a = ap.parse_args()
-    before, after = cv2.imread(a.before), cv2.imread(a.after)
-    if before is None or after is None or before.shape != after.shape:
-        raise SystemExit("error: both comparison.png files must exist and have the same size (same split and run "
-                         "resolution); run `retinasynth evaluate` on both runs first.")
+    grids = [cv2.imread(p) for p in a.comparisons]
+    if len(grids) < 2 or any(g is None or g.shape != grids[0].shape for g in grids):
+        raise SystemExit("error: give two or more comparison.png files that exist and have the same size (same split "
+                         "and run resolution); run `retinasynth evaluate` on every run first.")
     x, y, s = (int(v) for v in a.box.split(","))
-    pic = zoom(before, after, [int(r) for r in a.rows.split(",")], (x, y, s), a.scale)
+    pic = zoom(grids, [int(r) for r in a.rows.split(",")], (x, y, s), a.scale)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp" + out.suffix)
     cv2.imwrite(str(tmp), pic, [cv2.IMWRITE_JPEG_QUALITY, 90])
     tmp.replace(out)
-    print(f"written {out} ({pic.shape[1]}x{pic.shape[0]}): mask | before | after | photograph")
+    print(f"written {out} ({pic.shape[1]}x{pic.shape[0]}): mask | {' | '.join(a.comparisons)} | photograph")
 
 
 if __name__ == "__main__":
