@@ -317,7 +317,12 @@ def run(args) -> dict:
                     first = None
                     if comp:  # the first call compiles: timed apart, then the usual warm-up and timed calls
                         t0 = time.perf_counter()
-                        fn()
+                        try:
+                            fn()
+                        except Exception as e:  # a compiler that fails here is a result, not a crash
+                            row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+                            print(f"{name} compiled at {p}: {row['error']}")
+                            break
                         _sync(dev)
                         first = time.perf_counter() - t0
                     r = timed(fn, dev, sz["reps"], sz["warmup"])
@@ -326,6 +331,9 @@ def run(args) -> dict:
                     r["gflops"] = row["gflop"] / r["median_s"]
                     r["share_of_matmul_peak"] = r["gflops"] / mm[p]["gflops"]
                     row[p] = r
+                if "error" in row:
+                    block["rows"].append(row)
+                    continue
                 for p in precisions:
                     if p != base:
                         row[f"{p}_speedup"] = _ratio(row, base, p)  # base time / p time: > 1 means p is faster
@@ -335,7 +343,7 @@ def run(args) -> dict:
     for block in result["runs"]:  # compiled vs eager (contiguous) at each precision: > 1 means compiled is faster
         eager = {r["workload"]: r for r in block["rows"] if not r["channels_last"] and not r.get("compiled")}
         for r in block["rows"]:
-            if r.get("compiled") and r["workload"] in eager:
+            if r.get("compiled") and "error" not in r and r["workload"] in eager:
                 r["compile_speedup"] = {p: eager[r["workload"]][p]["median_s"] / r[p]["median_s"] for p in precisions}
     if args.channels_last:  # channels_last vs contiguous at each precision
         for block in result["runs"]:
@@ -362,6 +370,9 @@ def report(result: dict) -> None:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for r in block["rows"]:
+            if "error" in r:
+                print(f"| {r['workload']} | compiled | failed: {r['error']} |")
+                continue
             layout = "channels_last" if r["channels_last"] else "contiguous"
             if r.get("compiled"):
                 layout += ", compiled (first call " + "/".join(f"{r[p]['first_call_s']:.0f}" for p in ps) + " s)"
