@@ -59,7 +59,7 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     data_cfg = from_dict(DataConfig, cfg["config"]["data"])
     if split not in EVAL_SPLITS:
         raise RetinaSynthError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}.")
-    held = held_out_ids(cfg) if split == "val" else ()
+    held = set(held_out_ids(cfg)) if split == "val" else set()
     if split == "val" and not held:
         raise RetinaSynthError(f"{run_dir}: the run holds out none of its training images, so there is no 'val' "
                                "split to score; fit with -o data.exclude=ID,ID,... (or train.val_count > 0), "
@@ -67,8 +67,8 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     gen = load_generator(run_dir, ema=ema, device=device, precision=precision)
     if split == "val":
         ds = load_dataset(data_root, "train", replace(data_cfg, exclude=()))
-        ds.samples = [s for s in ds.samples if s.id in set(held)]
-        missing = sorted(set(held) - {s.id for s in ds.samples})
+        ds.samples = [s for s in ds.samples if s.id in held]
+        missing = sorted(held - {s.id for s in ds.samples})
         if missing:
             raise RetinaSynthError(f"{data_root}: the run's held-out training image(s) {', '.join(missing[:5])} are "
                                    "not in this folder's training split; give the dataset the run was fitted on.")
