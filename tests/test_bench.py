@@ -93,6 +93,35 @@ def test_training_is_deterministic_on_cpu(real_root, synth_dir):
     assert log1["loss_curve"] == log2["loss_curve"]
 
 
+def test_channels_last_is_a_keyed_setting_that_trains_saves_and_reloads_in_nhwc(tmp_path, real_root):
+    """channels_last (the default) changes kernels, not maths: the same seed trains nearly the same model in
+    either memory order; the order is part of the cache key, and a reloaded model keeps it."""
+    from retinasynth.segmenter import load_segmenter, save_segmenter
+    from retinasynth.segmenter.model import predict_prob
+
+    real = load_dataset(real_root, "train", DataConfig(size=64)).samples
+    nhwc, nchw = tiny("steps=2"), tiny("steps=2", "channels_last=false")
+    assert nhwc.channels_last is True
+    m1, log1 = train_segmenter(nhwc, real, [], "real", 0, torch.device("cpu"))
+    m2, log2 = train_segmenter(nchw, real, [], "real", 0, torch.device("cpu"))
+    conv = next(p for p in m1.parameters() if p.ndim == 4 and p.shape[-1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert abs(log1["final_loss"] - log2["final_loss"]) < 1e-2  # fp32 rounding, amplified by two Adam steps
+    save_segmenter(tmp_path / "m.safetensors", m1, nhwc)
+    m3, cfg3 = load_segmenter(tmp_path / "m.safetensors")
+    assert cfg3.channels_last is True
+    assert next(p for p in m3.parameters() if p.ndim == 4 and p.shape[-1] > 1).is_contiguous(
+        memory_format=torch.channels_last)
+    img = real[0].image
+    np.testing.assert_allclose(predict_prob(m1, img, torch.device("cpu"), nhwc.multiple),
+                               predict_prob(m3, img, torch.device("cpu"), nhwc.multiple), atol=1e-6)
+    env = Environment(precision="fp32", device_type="cpu", versions={})
+    key = train_key(nhwc, get_arm("real"), 2, 0, "subset", "", env)
+    assert key != train_key(nchw, get_arm("real"), 2, 0, "subset", "", env)
+    with pytest.raises(ConfigError, match="bench.channels_last must be true"):
+        tiny("channels_last=3")
+
+
 # ---------------------------------------------------------------- the benchmark
 
 

@@ -74,7 +74,7 @@ def load_segmenter(path, device: torch.device | None = None) -> tuple[torch.nn.M
     except Exception as e:  # noqa: BLE001 - truncated tensors, or weights of another architecture
         raise RetinaSynthError(f"{path}: damaged segmentation checkpoint ({type(e).__name__}); take another "
                                "OUT/models/*.safetensors or rerun benchmark-downstream to write it again.") from None
-    return model.to(device or torch.device("cpu")).eval(), cfg
+    return model.to(device or torch.device("cpu"), memory_format=memory_format(cfg)).eval(), cfg
 
 
 class SegLoss(torch.nn.Module):
@@ -107,6 +107,11 @@ def lr_factor(cfg: SegmenterConfig):
     return f
 
 
+def memory_format(cfg: SegmenterConfig) -> torch.memory_format:
+    """NHWC (``channels_last``) or NCHW; the input of a channels_last model follows its weights' order."""
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
 def resolved_precision(cfg: SegmenterConfig, device: torch.device) -> str:
     """The precision ``cfg`` runs at on ``device`` ('fp32', 'bf16' or 'fp16'): what runs record and keys hold."""
     return resolve_precision(cfg.precision, device)
@@ -132,7 +137,8 @@ def train_segmenter(cfg: SegmenterConfig, real: list[Sample], synth: list[Sample
     model = create_segmenter(cfg)
     if init is not None:
         model.load_state_dict(init)
-    model = model.to(device).train()
+    fmt = memory_format(cfg)
+    model = model.to(device, memory_format=fmt).train()
     loss_fn = SegLoss().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
@@ -150,7 +156,7 @@ def train_segmenter(cfg: SegmenterConfig, real: list[Sample], synth: list[Sample
     for step in steps:
         x, y, k = draw_batch(real, synth, arm, cfg.synth_ratio, cfg.batch_size, seed, step, sampler)
         n_synth += k
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
         with autocast(precision, device):
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
