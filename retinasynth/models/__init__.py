@@ -7,8 +7,14 @@ from retinasynth.models.factory import (
     create_discriminator,
     create_generator,
 )
-from retinasynth.models.losses import GAN_LOSSES, GANLoss
-from retinasynth.models.networks import PatchDiscriminator, UnetGenerator, init_weights
+from retinasynth.models.losses import GAN_LOSSES, GANLoss, feature_matching
+from retinasynth.models.networks import (
+    MultiscaleDiscriminator,
+    PatchDiscriminator,
+    UnetGenerator,
+    init_weights,
+)
 
-__all__ = ["DISCRIMINATORS", "GANLoss", "GAN_LOSSES", "GENERATORS", "ModelConfig", "PatchDiscriminator",
-           "UnetGenerator", "create_discriminator", "create_generator", "init_weights"]
+__all__ = ["DISCRIMINATORS", "GANLoss", "GAN_LOSSES", "GENERATORS", "ModelConfig", "MultiscaleDiscriminator",
+           "PatchDiscriminator", "UnetGenerator", "create_discriminator", "create_generator", "feature_matching",
+           "init_weights"]

@@ -8,10 +8,21 @@ from dataclasses import dataclass
 from torch import nn
 
 from retinasynth.errors import ConfigError
-from retinasynth.models.networks import NORMS, UPSAMPLES, PatchDiscriminator, UnetGenerator, init_weights
+from retinasynth.models.networks import (
+    NORMS,
+    UPSAMPLES,
+    MultiscaleDiscriminator,
+    PatchDiscriminator,
+    UnetGenerator,
+    init_weights,
+)
 
 GENERATORS = {"unet": UnetGenerator}
-DISCRIMINATORS = {"patchgan": PatchDiscriminator}
+# name -> builder from (config, input channels); 'multiscale' reads model.d_scales
+DISCRIMINATORS = {
+    "patchgan": lambda cfg, cin: PatchDiscriminator(cin, cfg.ndf, cfg.n_layers, cfg.d_norm),
+    "multiscale": lambda cfg, cin: MultiscaleDiscriminator(cin, cfg.ndf, cfg.n_layers, cfg.d_norm, cfg.d_scales),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class ModelConfig:
     ndf: int = 64
     n_layers: int = 3
     d_norm: str = "instance"
+    d_scales: int = 2  # PatchGANs of the 'multiscale' discriminator (input halved per scale)
 
     def __post_init__(self) -> None:
         for field, value, valid in (("generator", self.generator, GENERATORS),
@@ -43,7 +55,7 @@ class ModelConfig:
         for field, value in (("norm", self.norm), ("d_norm", self.d_norm)):
             if value not in NORMS:
                 raise ConfigError(f"unknown model.{field} {value!r}; valid: {', '.join(NORMS)}.")
-        for field in ("ngf", "ndf", "n_layers"):
+        for field in ("ngf", "ndf", "n_layers", "d_scales"):
             if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
                 raise ConfigError(f"model.{field} must be a positive integer, got {getattr(self, field)!r}.")
         if self.depth is not None and not 5 <= self.depth <= 10:
@@ -74,6 +86,4 @@ def create_generator(cfg: ModelConfig, depth: int) -> nn.Module:
 
 
 def create_discriminator(cfg: ModelConfig) -> nn.Module:
-    net = DISCRIMINATORS[cfg.discriminator](in_channels=cfg.in_channels + 3, ndf=cfg.ndf,
-                                            n_layers=cfg.n_layers, norm=cfg.d_norm)
-    return init_weights(net)
+    return init_weights(DISCRIMINATORS[cfg.discriminator](cfg, cfg.in_channels + 3))

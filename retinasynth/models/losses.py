@@ -53,3 +53,25 @@ def reconstruction_l1(fake: torch.Tensor, real: torch.Tensor, cond: torch.Tensor
     near = F.max_pool2d((cond[:, :1].float() > 0).float(), 3, 1, 1)
     w = 1.0 + vessel_weight * near
     return (d * w).mean() / w.mean()
+
+
+def scales(out) -> list:
+    """A discriminator's output as a list over scales (a PatchGAN has one)."""
+    return out if isinstance(out, list) else [out]
+
+
+def gan_mean(gan: GANLoss, logits: list[torch.Tensor], real: bool, for_disc: bool = True) -> torch.Tensor:
+    """The GAN loss averaged over a discriminator's scales (one scale: the loss itself, bit for bit)."""
+    losses = [gan(x.float(), real, for_disc) for x in logits]
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+
+def feature_matching(fake: list[tuple[torch.Tensor, list[torch.Tensor]]],
+                     real: list[tuple[torch.Tensor, list[torch.Tensor]]]) -> torch.Tensor:
+    """pix2pixHD's feature-matching loss: the L1 between the discriminator's intermediate activations on the
+    generated and on the real pair, averaged over layers and scales (``fake`` and ``real`` are the per-scale
+    ``(logits, features)`` of ``D(x, features=True)``; the real side carries no gradient). It asks the
+    generator to match the statistics of real texture at every depth of the discriminator, not only to fool
+    its last layer."""
+    terms = [F.l1_loss(f.float(), r.detach().float()) for (_, ff), (_, rf) in zip(fake, real) for f, r in zip(ff, rf)]
+    return torch.stack(terms).mean()

@@ -1,4 +1,4 @@
-"""Pix2Pix networks: a U-Net generator and a conditional PatchGAN discriminator.
+"""Pix2Pix networks: a U-Net generator and a conditional PatchGAN discriminator, alone or at several scales.
 
 The generator is the recursive skip-block U-Net of pix2pix (Isola et al., 2017); its depth is set
 from the training crop size unless given, and it refuses an input whose side is not a multiple of
@@ -132,8 +132,38 @@ class PatchDiscriminator(nn.Module):
         layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, features: bool = False):
+        """Logits; with ``features`` also the activations after each LeakyReLU (for feature matching)."""
+        if not features:
+            return self.model(x)
+        feats = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                feats.append(x)
+        return x, feats
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """pix2pixHD's discriminator (Wang et al., 2018): ``num_scales`` PatchGANs of the same shape, the k-th
+    seeing the input average-pooled k times by 2, so coarse ones judge layout (the disc, illumination) and
+    the finest judges texture. Returns one output per scale, finest first."""
+
+    def __init__(self, in_channels: int = 5, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
+                 num_scales: int = 2) -> None:
+        super().__init__()
+        if num_scales < 1:
+            raise ConfigError(f"discriminator num_scales must be >= 1, got {num_scales}.")
+        self.scales = nn.ModuleList(PatchDiscriminator(in_channels, ndf, n_layers, norm) for _ in range(num_scales))
+        self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor, features: bool = False) -> list:
+        out = []
+        for i, d in enumerate(self.scales):
+            if i:
+                x = self.down(x)
+            out.append(d(x, features))
+        return out
 
 
 def init_weights(net: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:

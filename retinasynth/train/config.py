@@ -32,6 +32,10 @@ class TrainConfig:
     # frozen) reads G(mask); its Dice + BCE against the mask, times this weight, joins the generator loss.
     consistency: float = 0.0
     consistency_steps: int = 600
+    # pix2pixHD's feature matching: L1 between the discriminator's activations on the generated and the real
+    # pair (models.losses.feature_matching), times this weight (pix2pixHD: 10); 0 = off. A texture source:
+    # it rewards the background grain and fine structure a discriminator's middle layers see.
+    feature_matching: float = 0.0
     ema_decay: float = 0.999
     seed: int = 0
     val_count: int = 2  # training-split images held out for sample grids and validation L1
@@ -72,6 +76,9 @@ class TrainConfig:
         if not isinstance(self.consistency, (int, float)) or isinstance(self.consistency, bool) \
                 or self.consistency < 0:
             raise ConfigError(f"train.consistency must be a number >= 0, got {self.consistency!r}.")
+        if not isinstance(self.feature_matching, (int, float)) or isinstance(self.feature_matching, bool) \
+                or self.feature_matching < 0:
+            raise ConfigError(f"train.feature_matching must be a number >= 0, got {self.feature_matching!r}.")
         if not isinstance(self.vessel_l1, (int, float)) or isinstance(self.vessel_l1, bool) or self.vessel_l1 < 0:
             raise ConfigError(f"train.vessel_l1 must be a number >= 0, got {self.vessel_l1!r}.")
         if self.l1_weight < 0:

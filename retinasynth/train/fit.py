@@ -18,7 +18,7 @@ from retinasynth.data.transforms import apply_paired, gan_augmentation
 from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.models.condition import image_to_tensor, make_condition, tensor_to_image
 from retinasynth.models.factory import create_discriminator, create_generator
-from retinasynth.models.losses import GANLoss, reconstruction_l1
+from retinasynth.models.losses import GANLoss, feature_matching, gan_mean, reconstruction_l1, scales
 from retinasynth.precision import PRECISIONS, autocast, describe, grad_scaler, resolve_precision
 from retinasynth.provenance import run_record, write_png_atomic
 from retinasynth.rundir import read_run_config
@@ -321,18 +321,25 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, o
         # Forward passes of G and D under autocast (fp32: none); every loss in fp32 (.float() is a no-op there).
         with autocast(precision, dev):
             fake = G(cond)
-            d_real, d_fake = D(torch.cat([cond, real], 1)), D(torch.cat([cond, fake.detach()], 1))
-        # Discriminator: real pairs -> real, generated pairs -> fake (0.5 weight as in pix2pix).
-        d_loss = 0.5 * (gan(d_real.float(), True) + gan(d_fake.float(), False))
+            d_real, d_fake = scales(D(torch.cat([cond, real], 1))), scales(D(torch.cat([cond, fake.detach()], 1)))
+        # Discriminator: real pairs -> real, generated pairs -> fake (0.5 weight as in pix2pix), mean over scales.
+        d_loss = 0.5 * (gan_mean(gan, d_real, True) + gan_mean(gan, d_fake, False))
         opt_d.zero_grad(set_to_none=True)
         scaler.scale(d_loss).backward()
         scaler.step(opt_d)
+        fm = t.feature_matching > 0
         with autocast(precision, dev):
-            d_gen = D(torch.cat([cond, fake], 1))
+            d_gen = scales(D(torch.cat([cond, fake], 1), features=True) if fm else D(torch.cat([cond, fake], 1)))
+            if fm:  # the updated D's activations on the real pair: the target, without gradient
+                with torch.no_grad():
+                    d_ref = scales(D(torch.cat([cond, real], 1), features=True))
         fake = fake.float()
-        g_gan = gan(d_gen.float(), True, for_disc=False)
+        g_gan = gan_mean(gan, [x[0] for x in d_gen] if fm else d_gen, True, for_disc=False)
         g_l1 = reconstruction_l1(fake, real, cond, t.vessel_l1)
         g_loss = g_gan + t.l1_weight * g_l1
+        if fm:
+            g_fm = feature_matching(d_gen, d_ref)
+            g_loss = g_loss + t.feature_matching * g_fm
         if seg is not None:
             g_cons = seg(fake, cond)  # the segmenter's forward at the same precision, its loss in fp32
             g_loss = g_loss + t.consistency * g_cons
@@ -350,6 +357,8 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, o
             losses = {"d": d_loss.item(), "g_gan": g_gan.item(), "g_l1": g_l1.item()}
             if seg is not None:
                 losses["g_consistency"] = g_cons.item()
+            if fm:
+                losses["g_fm"] = g_fm.item()
             if not all(np.isfinite(v) for v in losses.values()):
                 raise RetinaSynthError(f"training diverged at step {done} (losses {losses}); lower train.lr "
                                        "or try train.gan_loss=lsgan, then start a new run.")
