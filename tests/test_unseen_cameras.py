@@ -69,9 +69,11 @@ def test_fit_profiles_new_default_and_the_old_one_by_name():
     from retinasynth.train.config import build_fit_config
 
     new, old = build_fit_config("cpu"), build_fit_config("cpu-v1")
-    assert (new.model.upsample, new.train.vessel_l1, new.train.consistency, new.train.steps) == ("resize", 4.0, 0.0, 3000)
+    assert (new.model.upsample, new.train.vessel_l1, new.train.consistency, new.train.steps) == ("resize", 4.0, 0.0, 3900)
+    v3 = build_fit_config("cpu-v3")  # the evening default, kept reachable: only the steps differ
+    assert v3.train.steps == 3000 and replace(v3.train, steps=3900) == new.train and v3.model == new.model
     v2 = build_fit_config("cpu-v2")  # the afternoon default, kept reachable: only the consistency weight differs
-    assert v2.train.consistency == 10.0 and replace(v2.train, consistency=0.0) == new.train and v2.model == new.model
+    assert v2.train.consistency == 10.0 and replace(v2.train, consistency=0.0) == v3.train and v2.model == new.model
     assert new.train.steps > old.train.steps == 2500
     # the old default, exactly as runs made with it recorded it (RESULTS.md section 1)
     assert (old.model.upsample, old.model.ngf, old.model.ndf, old.train.crop, old.train.vessel_l1,
