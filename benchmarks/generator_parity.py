@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from retinasynth.provenance import write_text_atomic
 
 METRICS = {  # name -> label; the first two are issue 18's
     "val_l1_ema": "EMA validation L1 (fit's own 2 val images)",
@@ -78,13 +78,9 @@ def main() -> int:
     md = "\n".join(lines) + "\n"
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("parity.json", json.dumps({"runs": rows, "table": table, "parity": ok,
-                                                    "gated": list(GATED)}, indent=2, default=float)),
-                       ("parity.md", md)):
-        fd, tmp = tempfile.mkstemp(dir=args.out, prefix=f".{name}.")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, args.out / name)
+    write_text_atomic(args.out / "parity.json", json.dumps({"runs": rows, "table": table, "parity": ok,
+                                                            "gated": list(GATED)}, indent=2, default=float))
+    write_text_atomic(args.out / "parity.md", md)
     print(f"parity {'holds' if ok else 'FAILS'} for {', '.join(GATED)}; written to {args.out}/")
     return 0 if ok else 1
 

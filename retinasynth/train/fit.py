@@ -329,7 +329,7 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, o
         scaler.step(opt_d)
         fm = t.feature_matching > 0
         with autocast(precision, dev):
-            d_gen = scales(D(torch.cat([cond, fake], 1), features=True) if fm else D(torch.cat([cond, fake], 1)))
+            d_gen = scales(D(torch.cat([cond, fake], 1), features=fm))  # with fm: (logits, activations) per scale
             if fm:  # the updated D's activations on the real pair: the target, without gradient
                 with torch.no_grad():
                     d_ref = scales(D(torch.cat([cond, real], 1), features=True))
