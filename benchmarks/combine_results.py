@@ -7,8 +7,8 @@ retraining the controls.
 A control model depends on the real images, the protocol and the training code, not on the synthetic set, so a
 run of an earlier synthetic set holds the very models a new run would train. This script proves that before using
 it: every run that both results hold (e.g. all `real` cells) must have the same training key and the same
-per-image scores to the last bit, the protocol (config less the synthetic-set fields), training-code hash and
-evaluation-set fingerprints must agree, and the taken runs must carry the same training-code hash. Then it adds
+per-image scores to the last bit, the protocol (the config, arms aside), the training-code hash and
+evaluation-set fingerprints must agree (the package hash may differ where only code outside training changed). Then it adds
 the taken arms' runs to the new ones and recomputes the summary, the paired statistics (their Bonferroni
 families sized for the combined arms) and the plateau check with the benchmark's own functions, and writes
 results.json (with a `combined` block naming both sources), summary.csv, report.md and dice_vs_n.png. Any
@@ -44,10 +44,6 @@ def _load(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {path}: cannot read a benchmark results.json ({e}); give the file "
                          "benchmark-downstream wrote.") from None
-
-
-def _code(run: dict) -> str | None:
-    return (run.get("record") or {}).get("code_sha256")
 
 
 def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str) -> tuple[dict, dict]:
@@ -90,10 +86,9 @@ def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str)
     clash = sorted({r["arm"] for r in taken} & {r["arm"] for r in new["runs"]})
     if clash:
         raise ValueError(f"arm(s) {', '.join(clash)} are in both runs; take only arms the new run lacks.")
-    new_code = {_code(r) for r in new["runs"]}
-    if {_code(r) for r in taken} - new_code:
-        raise ValueError("the taken runs were trained by another version of the code than the new run's cells.")
     runs = new["runs"] + taken
+    shas = set(new["code_revisions"]["code_sha256"]) | set(ref["code_revisions"]["code_sha256"])
+    revs = set(new["code_revisions"]["git_revisions"]) | set(ref["code_revisions"]["git_revisions"])
     arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
     regimes = list(new["config"]["regimes"])
     n_boot = new["config"]["bootstrap"]
@@ -114,6 +109,9 @@ def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str)
            "plateau_runs": plateau_runs,
            "arm_steps": {a: {**ref["arm_steps"], **new["arm_steps"]}[a] for a in arms},
            "labelled": new["labelled"] + [row for row in ref["labelled"] if row["arm"] in take],
+           # the package hashes differ where code outside the training code changed; the training code did not
+           "code_revisions": {"mixed": len(shas) > 1, "code_sha256": sorted(shas), "git_revisions": sorted(revs),
+                              "train_code": new["provenance"]["code"]["train"]},
            "combined": {"new": new_name, "reference": ref_name, **checks}}
     return out, checks
 
