@@ -71,7 +71,8 @@ def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str)
     for name in shared:
         a, b = new_by_name[name], ref_by_name[name]
         if a["train_key"] != b["train_key"]:
-            raise ValueError(f"cell {name}: training keys differ ({a['train_key'][:12]} vs {b['train_key'][:12]}).")
+            raise ValueError(f"cell {name}: training keys differ ({a['train_key'][:12]} vs {b['train_key'][:12]}), "
+                             "so the runs' controls are not the same models; train the arms in the new run instead.")
         for ev in new["data"]["eval"]:
             if a["scores"][ev]["per_image"] != b["scores"][ev]["per_image"]:
                 raise ValueError(f"cell {name}: the same training key scored differently on {ev}; the controls "
@@ -82,11 +83,12 @@ def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str)
     taken = [r for r in ref["runs"] if r["arm"] in take]
     missing = [a for a in take if not any(r["arm"] == a for r in taken)]
     if missing:
-        raise ValueError(f"{ref_name} has no runs of arm(s) {', '.join(missing)}.")
+        raise ValueError(f"{ref_name} has no runs of arm(s) {', '.join(missing)}; take arms that it trained.")
     clash = sorted({r["arm"] for r in taken} & {r["arm"] for r in new["runs"]})
     if clash:
         raise ValueError(f"arm(s) {', '.join(clash)} are in both runs; take only arms the new run lacks.")
     runs = new["runs"] + taken
+    steps = {**ref["arm_steps"], **new["arm_steps"]}
     shas = set(new["code_revisions"]["code_sha256"]) | set(ref["code_revisions"]["code_sha256"])
     revs = set(new["code_revisions"]["git_revisions"]) | set(ref["code_revisions"]["git_revisions"])
     arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
@@ -94,7 +96,7 @@ def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str)
     n_boot = new["config"]["bootstrap"]
     pairs = paired_all(runs, arms, regimes, n_boot)
     plateau_runs = [r for r in runs if r["arm"] == "real-2x" and r["regime"] == max(regimes)]
-    checks = {"shared_cells": shared, "shared_cells_identical": True, "train_code": new["provenance"]["code"]["train"],
+    checks = {"shared_cells": shared, "train_code": new["provenance"]["code"]["train"],
               "taken_arms": take, "taken_cells": [r["name"] for r in taken]}
     out = {**new,
            "config": {**new["config"], "arms": arms},
@@ -107,7 +109,7 @@ def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str)
               f"{len(shared)} shared cells identical to the bit), not trained by this run."],
            "plateau": plateau_summary(runs, plateau_runs, max(regimes), n_boot) if plateau_runs else None,
            "plateau_runs": plateau_runs,
-           "arm_steps": {a: {**ref["arm_steps"], **new["arm_steps"]}[a] for a in arms},
+           "arm_steps": {a: steps[a] for a in arms},
            "labelled": new["labelled"] + [row for row in ref["labelled"] if row["arm"] in take],
            # the package hashes differ where code outside the training code changed; the training code did not
            "code_revisions": {"mixed": len(shas) > 1, "code_sha256": sorted(shas), "git_revisions": sorted(revs),
