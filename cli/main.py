@@ -96,8 +96,9 @@ def _precision_option(what: str, default: str | None = "auto", show: str | bool 
               help="Dataset root folder (any supported layout). Only its training split is used.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Run directory to create.")
 @click.option("--profile", type=click.Choice(FIT_PROFILES), default="cpu", show_default=True,
-              help="cpu: 3900 steps at 512 px, ~25 min on 2 CPU cores at bf16 (timings: README, Results); "
-                   "cpu-v3/cpu-v2/cpu-v1: earlier defaults, kept so old runs reproduce; paper: the pix2pix recipe for "
+              help="cpu: 3900 steps at 512 px with texture terms, ~37 min on 2 CPU cores at bf16 (timings: README, "
+                   "Results); cpu-v4: the same without them, ~25 min; cpu-v3/cpu-v2/cpu-v1: earlier defaults, kept "
+                   "so old runs reproduce; paper: the pix2pix recipe for "
                    "GPUs; demo/tiny: minutes/seconds on phantoms.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
               help="JSON/YAML file with data/model/train sections overriding the profile.")

@@ -69,11 +69,16 @@ def test_fit_profiles_new_default_and_the_old_one_by_name():
     from retinasynth.train.config import build_fit_config
 
     new, old = build_fit_config("cpu"), build_fit_config("cpu-v1")
-    assert (new.model.upsample, new.train.vessel_l1, new.train.consistency, new.train.steps) == ("resize", 4.0, 0.0, 3900)
-    v3 = build_fit_config("cpu-v3")  # the evening default, kept reachable: only the steps differ
-    assert v3.train.steps == 3000 and replace(v3.train, steps=3900) == new.train and v3.model == new.model
+    assert (new.model.upsample, new.model.discriminator, new.model.d_scales, new.train.vessel_l1,
+            new.train.consistency, new.train.feature_matching, new.train.steps) == \
+        ("resize", "multiscale", 2, 4.0, 1.0, 10.0, 3900)
+    v4 = build_fit_config("cpu-v4")  # the default of 2026-12-01, kept reachable: the same without texture terms
+    assert replace(new.train, consistency=0.0, feature_matching=0.0) == v4.train
+    assert replace(new.model, discriminator="patchgan") == v4.model
+    v3 = build_fit_config("cpu-v3")  # the evening default, kept reachable: only the steps differ from cpu-v4
+    assert v3.train.steps == 3000 and replace(v3.train, steps=3900) == v4.train and v3.model == v4.model
     v2 = build_fit_config("cpu-v2")  # the afternoon default, kept reachable: only the consistency weight differs
-    assert v2.train.consistency == 10.0 and replace(v2.train, consistency=0.0) == v3.train and v2.model == new.model
+    assert v2.train.consistency == 10.0 and replace(v2.train, consistency=0.0) == v3.train and v2.model == v4.model
     assert new.train.steps > old.train.steps == 2500
     # the old default, exactly as runs made with it recorded it (RESULTS.md section 1)
     assert (old.model.upsample, old.model.ngf, old.model.ndf, old.train.crop, old.train.vessel_l1,
