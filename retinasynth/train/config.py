@@ -132,7 +132,7 @@ _CPU_V3 = {**_CPU_V2, "train": {**_CPU_V2["train"], "consistency": 0.0}}
 _CPU_V4 = {**_CPU_V3, "train": {**_CPU_V3["train"], "steps": 3900}}
 # "cpu": cpu-v4 with texture: the vessel-consistency loss at weight 1, a two-scale discriminator and pix2pixHD's
 # feature matching (weight 10), the only candidate that met all four of issue 20's render marks on the held-out
-# training images (RESULTS.md section 19). Its step is slower (~1.86/s at bf16 on 2 cores): ~36.5 min. Cut to the
+# training images (RESULTS.md section 19). Its step is slower (~1.8/s at bf16 on 2 cores): 37m45s on DRIVE. Cut to the
 # 25 min of cpu-v4 (2500 steps) it placed the disc 1.77x as far off as real photographs (RESULTS.md section 20).
 _CPU = {**_CPU_V4, "model": {**_CPU_V4["model"], "discriminator": "multiscale", "d_scales": 2},
         "train": {**_CPU_V4["train"], "consistency": 1.0, "feature_matching": 10.0}}
