@@ -176,6 +176,9 @@ def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, precision, d
                    "of them (no labels used). Never point it at images you will score.")
 @click.option("--style-strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Blend of --style: 0 keeps the generator's look, 1 maps the colours fully.")
+@click.option("--appearance", default="none", show_default=True,
+              help="A sampled look per pair (none, camera): 'camera' varies colour, contrast, illumination, blur, noise and JPEG "
+                   "as the real+aug arm's camera-shift augmentation does (no geometry: masks unchanged).")
 @click.option("--filter-min-dice", type=float, default=0.5, show_default=True,
               help="Keep pairs whose segmented image reaches this Dice against their mask.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted synthesis in --out.")
@@ -184,7 +187,7 @@ def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, precision, d
 @_precision_option("the generator's forward pass (a --resume must resolve to the recorded one)")
 @_device_option
 def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, samples_per_mask, stochastic, resolution,
-               batch_size, shard, workers, data_path, style, style_strength, filter_model, filter_min_dice, resume,
+               batch_size, shard, workers, data_path, style, style_strength, appearance, filter_model, filter_min_dice, resume,
                overwrite, quiet, precision, device) -> None:
     """Render vessel masks into a synthetic image/mask dataset with full provenance.
 
@@ -213,7 +216,7 @@ def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, sample
     cfg = SynthConfig(n=n, sources=sources, seed=seed, samples_per_mask=samples_per_mask, resolution=resolution,
                       batch_size=batch_size, shard=shard, workers=workers, filter_model=filter_model,
                       filter_min_dice=filter_min_dice, precision=precision, stochastic=stochastic, style=style,
-                      style_strength=style_strength)
+                      style_strength=style_strength, appearance=appearance)
     r = run_synth(run_dir, out_dir, cfg, resume=resume, overwrite=overwrite, data_root=data_path,
                   progress=not quiet, device=device)
     t = r["timing"]

@@ -156,3 +156,32 @@ def test_paired_transforms_are_seeded(name):
     outs = [apply_paired(pipe, image, mask, fov, s) for s in range(5)]
     assert len({o[0].tobytes() for o in outs}) == 5  # different seeds, different images
     assert len({o[1].tobytes() for o in outs}) == 5  # and different masks
+
+
+def test_each_transform_draws_its_own_probability():
+    """albumentations' Compose.set_random_seed gives every transform the same seed: under 'light' both flips and
+    the rotation came all together or not at all (2 of 16 combinations). Seeded per transform, all 16 occur, each
+    transform at its own rate; the shared seed stays reachable for the GAN's recorded runs."""
+    import albumentations as A
+
+    from retinasynth.data.transforms import seed_pipeline
+
+    pipe = segmentation_augmentation(16, 32, "light")
+    pipe = A.Compose(pipe.transforms, save_applied_params=True, additional_targets={"fov": "mask"})
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+    def combos(independent: bool) -> dict:
+        seen: dict = {}
+        for seed in range(400):
+            seed_pipeline(pipe, seed, independent=independent)
+            names = tuple(n for n, _ in pipe(image=image)["applied_transforms"] if n != "RandomCrop")
+            seen[names] = seen.get(names, 0) + 1
+        return seen
+
+    shared, own = combos(False), combos(True)
+    assert len(shared) == 2 and len(own) == 16
+    hflips = sum(v for k, v in own.items() if "HorizontalFlip" in k)
+    assert 160 < hflips < 240  # p = 0.5 on its own
+    out1 = apply_paired(pipe, image, np.zeros((32, 32), bool), np.ones((32, 32), bool), seed=5)
+    out2 = apply_paired(pipe, image, np.zeros((32, 32), bool), np.ones((32, 32), bool), seed=5)
+    assert np.array_equal(out1[0], out2[0])

@@ -1,7 +1,8 @@
 """Paired augmentation with albumentations: one geometry for image, vessel mask and FOV.
 
 Pipelines are reseeded per call from (seed, step), so the augmentation a training step sees depends
-only on the seed and the step number: a resumed run sees exactly what an uninterrupted one saw.
+only on the seed and the step number: a resumed run sees exactly what an uninterrupted one saw. Each transform
+gets its own seed (:func:`seed_pipeline`), so that each is applied with its own probability.
 """
 
 from __future__ import annotations
@@ -88,9 +89,33 @@ def segmentation_augmentation(patch: int | None, size: int, strength: str = "str
     return A.Compose(ops, additional_targets={"fov": "mask"})
 
 
+def seed_pipeline(pipeline: A.BaseCompose, seed: int, *, independent: bool = True) -> None:
+    """Seed ``pipeline`` for one call.
+
+    albumentations 2.0's ``Compose.set_random_seed`` hands every transform the *same* seed, so every transform
+    draws the same first number: transforms whose probability is ``p`` are applied all together or not at all
+    (under ``light``, both flips and the 90-degree rotation always come together: 2 of the 8 orientations), and
+    their parameters move together. ``independent`` (the default) gives each transform, at every depth, its own
+    seed spawned from ``seed``; ``independent=False`` keeps albumentations' shared seed, for runs that must
+    stay bit-identical to those recorded with it (the GAN's ``fit``)."""
+    seed = int(seed) % (2**32)
+    pipeline.set_random_seed(seed)
+    if independent:
+        _spawn_seeds(pipeline, np.random.SeedSequence(seed))
+
+
+def _spawn_seeds(node: A.BaseCompose, ss: np.random.SeedSequence) -> None:
+    children = list(getattr(node, "transforms", None) or [])
+    for child, child_ss in zip(children, ss.spawn(len(children))):
+        child.set_random_seed(int(child_ss.generate_state(1)[0]))
+        if isinstance(child, A.BaseCompose):
+            _spawn_seeds(child, child_ss)
+
+
 def apply_paired(pipeline: A.Compose, image: np.ndarray, mask: np.ndarray, fov: np.ndarray,
-                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Apply one sampled geometry to image, mask and FOV; masks come back as bool (threshold 0.5)."""
-    pipeline.set_random_seed(int(seed) % (2**32))
+                 seed: int, *, independent: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply one sampled geometry to image, mask and FOV; masks come back as bool (threshold 0.5).
+    ``independent``: see :func:`seed_pipeline`."""
+    seed_pipeline(pipeline, seed, independent=independent)
     out = pipeline(image=image, mask=mask.astype(np.uint8) * 255, fov=fov.astype(np.uint8) * 255)
     return out["image"], out["mask"] > 127, out["fov"] > 127

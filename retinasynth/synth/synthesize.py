@@ -77,6 +77,9 @@ class SynthConfig:
     # (retinasynth.synth.style); None: the generator's own look. style_strength blends (0: off, 1: full).
     style: str | None = None
     style_strength: float = 1.0
+    # A sampled look per pair (retinasynth.synth.appearance): 'camera' = the photometric half of the real+aug
+    # arm's camera-shift augmentation, seeded by (seed, pair); 'none': the generator's own look.
+    appearance: str = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n <= 0:
@@ -95,6 +98,9 @@ class SynthConfig:
             raise ConfigError(f"unknown --precision {self.precision!r}; valid: {', '.join(PRECISIONS)}.")
         if not (isinstance(self.style_strength, (int, float)) and 0.0 <= self.style_strength <= 1.0):
             raise ConfigError(f"--style-strength must be in [0, 1], got {self.style_strength!r}.")
+        from retinasynth.synth.appearance import check_appearance
+
+        check_appearance(self.appearance)
 
     @property
     def mix(self) -> dict[str, float]:
@@ -141,8 +147,8 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, settings: dict) -> se
 
 
 def _legacy_settings(settings: dict) -> dict:
-    """Settings of a set written before ``precision`` (then always fp32) or ``style`` existed."""
-    return {"precision": "fp32", "style": None, "style_strength": 1.0, **settings}
+    """Settings of a set written before ``precision`` (then always fp32), ``style`` or ``appearance`` existed."""
+    return {"precision": "fp32", "style": None, "style_strength": 1.0, "appearance": "none", **settings}
 
 
 def _manifest_files(out: Path) -> list[Path]:
@@ -290,6 +296,12 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
 
             _, style = pick(styles, cfg.seed, p)
             image, style_id = match_style(image, fov, style, cfg.style_strength), style.id
+        look_seed = None
+        if cfg.appearance != "none":
+            from retinasynth.synth.appearance import appearance_seed, apply_appearance
+
+            look_seed = appearance_seed(cfg.seed, p)
+            image = apply_appearance(cfg.appearance, image, fov, look_seed)
         if res != size:
             image = resize_image(image, (res, res))
             fov = resize_mask(fov, (res, res), thin=False)
@@ -308,7 +320,9 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
                 "procedural": spec.info, "seed": [cfg.seed, p // cfg.samples_per_mask],
                 "sample_index": p % cfg.samples_per_mask, "stochastic": stochastic,
                 "render_seed": (cfg.seed * 1_000_003 + p) if stochastic else None,
-                **({"style_id": style_id} if styles else {}), **base_line}
+                **({"style_id": style_id} if styles else {}),
+                **({"appearance": cfg.appearance, "appearance_seed": look_seed} if look_seed is not None else {}),
+                **base_line}
 
     gen_time, t_start = 0.0, time.perf_counter()
     bar = None
@@ -599,6 +613,14 @@ _TERMS = {
 }
 
 
+def _appearance_line(settings: dict) -> str:
+    look = settings.get("appearance", "none")
+    if look == "none":
+        return ""
+    return (f"\n- Look: `--appearance {look}`: each pair's colours, contrast, illumination, blur, noise and JPEG "
+            "quality sampled\n  per pair (seeded; `appearance_seed` in `manifest.jsonl`); the masks are unchanged.")
+
+
 def _dataset_card(meta: dict, run_cfg: dict, n: int) -> str:
     layout = meta["run_data"].get("layout")
     name, cite, terms = _TERMS.get(layout, (f"{layout} dataset", "see its source", "see its source's terms"))
@@ -616,7 +638,7 @@ with `retinasynth.data.load_dataset(DIR, "all")`, or with Hugging Face `datasets
   sha256 `{meta['generator_sha256']}`, rendered at {s.get('precision', 'fp32')}), trained on the training split of {name}
   (`{meta['run_data'].get('root')}`, {len(meta['run_data'].get('train_ids') or [])} images).
 - Masks: mix {s['sources']}; seed {s['seed']}; {s['samples_per_mask']} image(s) per mask
-  ({'stochastic' if meta['stochastic'] else 'deterministic'} rendering).
+  ({'stochastic' if meta['stochastic'] else 'deterministic'} rendering).{_appearance_line(s)}
   Real and perturbed masks come from the training split only; every pair's source mask and
   perturbation recipe are in `manifest.jsonl`.
 

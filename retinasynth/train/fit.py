@@ -56,7 +56,9 @@ def _batch(train: list, cfg: FitConfig, step: int, pipe, rank: int, world: int):
     conds, reals = [], []
     for j, i in enumerate(idx):
         s = train[int(i)]
-        img, mask, fov = apply_paired(pipe, s.image, s.mask, s.fov, seed=hash((t.seed, step, rank, j)) & 0xFFFFFFFF)
+        # albumentations' shared seed (flip and affine together): every recorded generator stays bit-identical
+        img, mask, fov = apply_paired(pipe, s.image, s.mask, s.fov, seed=hash((t.seed, step, rank, j)) & 0xFFFFFFFF,
+                                      independent=False)
         size = img.shape[0]
         c = t.crop or size
         y0, x0 = (int(v) for v in rng.integers(0, size - c + 1, size=2))
