@@ -7,8 +7,10 @@ retraining the controls.
 A control model depends on the real images, the protocol and the training code, not on the synthetic set, so a
 run of an earlier synthetic set holds the very models a new run would train. This script proves that before using
 it: every run that both results hold (e.g. all `real` cells) must have the same training key and the same
-per-image scores to the last bit, the protocol (the config, arms aside), the training-code hash and
-evaluation-set fingerprints must agree (the package hash may differ where only code outside training changed). Then it adds
+per-image scores to the last bit, the protocol (the config, arms aside), the training- and scoring-code hashes
+and evaluation-set fingerprints must agree. The package hash may differ where only code outside training and
+scoring changed, so runs assembled with `--allow-mixed-code` combine (their cells' training keys hash the
+training code). Then it adds
 the taken arms' runs to the new ones and recomputes the summary, the paired statistics (their Bonferroni
 families sized for the combined arms) and the plateau check with the benchmark's own functions, and writes
 results.json (with a `combined` block naming both sources), summary.csv, report.md and dice_vs_n.png. Any
@@ -55,8 +57,10 @@ def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str)
         raise ValueError(f"the two runs' protocols differ in {', '.join(diff)}; only runs of one protocol combine.")
     if new["provenance"]["code"]["train"] != ref["provenance"]["code"]["train"]:
         raise ValueError("the two runs were made by different training code; retrain the controls instead.")
-    if new.get("code_revisions", {}).get("mixed") or ref.get("code_revisions", {}).get("mixed"):
-        raise ValueError("a run assembled from mixed code (--allow-mixed-code) cannot vouch for reproduction.")
+    # A run assembled with --allow-mixed-code is accepted: its cached cells were found under training keys that
+    # hash this very training code (the package hash differed only outside it); what scores them must agree too.
+    if new["provenance"]["code"]["score"] != ref["provenance"]["code"]["score"]:
+        raise ValueError("the two runs score with different code; rescore the controls in the new run instead.")
     for ev, info in new["data"]["eval"].items():
         other = ref["data"]["eval"].get(ev)
         if other is None or other["fingerprint"] != info["fingerprint"]:
