@@ -3,6 +3,7 @@ seed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import albumentations as A
@@ -62,7 +63,7 @@ def test_synthesize_with_camera_looks(run_dir, tmp_path, cli):
     cfg = SynthConfig(n=6, batch_size=3, workers=2, seed=0, sources="real:1")
     plain, looks, again = tmp_path / "plain", tmp_path / "looks", tmp_path / "again"
     synthesize(run_dir, plain, cfg, progress=False)
-    cam = SynthConfig(**{**cfg.__dict__, "appearance": "camera"})
+    cam = dataclasses.replace(cfg, appearance="camera")
     synthesize(run_dir, looks, cam, progress=False)
     synthesize(run_dir, again, cam, progress=False)
     for p in range(6):
