@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {p}: cannot read an evaluate metrics.json ({e}); give the file evaluate wrote.")
             return 2
         runs.append((p, m, verdict(m)))
-    head = "| measure | pass mark | " + " | ".join(f"`{p.parent.name}` ({m['split']}, n={m['n_images']})"
-                                                  for p, m, _ in runs) + " |"
+    head = "| measure | pass mark | " + " | ".join(
+        f"`{p.parent.name}` ({m['split']}, n={m['n_images']}, look {m.get('appearance', {}).get('name', 'none')})"
+        for p, m, _ in runs) + " |"
     lines = [head, "|" + "---|" * (2 + len(runs))]
     for i, (name, _, _, mark) in enumerate(BARS):
         cells = [f"{r[i][1]:+.3f} {'yes' if r[i][2] else '**no**'}" if name.startswith("consistency")

@@ -13,6 +13,7 @@ from retinasynth import __version__
 from retinasynth.errors import RetinaSynthError
 from retinasynth.profiles import DEFAULT_SOURCES, FIT_PROFILES
 from retinasynth.progress import ensure_line_start, message_mode
+from retinasynth.synth.appearance import DEFAULT_APPEARANCE, appearance_names
 
 
 class _Group(click.Group):
@@ -135,15 +136,19 @@ def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, prec
 @click.option("--reader-steps", type=click.IntRange(min=0), default=600, show_default=True,
               help="Steps of the vessel-consistency reader (a segmenter trained on the run's training images "
                    "that reads rendered and real images); 0 skips the proxy.")
+@click.option("--appearance", default=DEFAULT_APPEARANCE, show_default=True,
+              help=f"Score the renders with the look synthesize --appearance gives them ({', '.join(appearance_names())}; "
+                   "the default is synthesize's), so the measures are of the set you get; 'none': the generator's "
+                   "own look.")
 @_precision_option("the generator's and the reader's forward passes")
 @_device_option
-def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, precision, device) -> None:
+def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, appearance, precision, device) -> None:
     """MSE, SSIM and PSNR of generated vs real images: the notebook's protocol and a sound one."""
     from retinasynth.train.evaluate import evaluate as run_eval
     from retinasynth.train.evaluate import format_result
 
     click.echo(format_result(run_eval(run_dir, data_path, split, out_dir, ema=not raw, device=device,
-                                      reader_steps=reader_steps, precision=precision)))
+                                      reader_steps=reader_steps, precision=precision, appearance=appearance)))
 
 
 @main.command()
@@ -176,9 +181,10 @@ def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, precision, d
                    "of them (no labels used). Never point it at images you will score.")
 @click.option("--style-strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Blend of --style: 0 keeps the generator's look, 1 maps the colours fully.")
-@click.option("--appearance", default="none", show_default=True,
-              help="A sampled look per pair (none, camera): 'camera' varies colour, contrast, illumination, blur, noise and JPEG "
-                   "as the real+aug arm's camera-shift augmentation does (no geometry: masks unchanged).")
+@click.option("--appearance", default=DEFAULT_APPEARANCE, show_default=True,
+              help=f"A sampled look per pair ({', '.join(appearance_names())}): 'camera' varies colour, contrast, "
+                   "illumination, blur, noise and JPEG as the real+aug arm's camera-shift augmentation does (no "
+                   "geometry: masks unchanged); 'none' keeps the generator's own look.")
 @click.option("--filter-min-dice", type=float, default=0.5, show_default=True,
               help="Keep pairs whose segmented image reaches this Dice against their mask.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted synthesis in --out.")

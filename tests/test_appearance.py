@@ -80,8 +80,33 @@ def test_synthesize_with_camera_looks(run_dir, tmp_path, cli):
     assert "--appearance camera" in (looks / "README.md").read_text()
     # a resume with another look is refused, the folder untouched
     r = cli("synthesize", "--run", run_dir, "--out", looks, "--n", 6, "--batch-size", 3, "--source", "real:1",
-            "--quiet", "--resume")
+            "--quiet", "--resume", "--appearance", "none")
     assert r.exit_code == 2 and "--resume with different settings (appearance)" in r.output
     r = cli("synthesize", "--run", run_dir, "--out", tmp_path / "bad", "--n", 2, "--quiet", "--appearance", "sepia")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "valid: none, camera" in r.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_scores_the_renders_with_the_look_synthesize_gives(run_dir, data_root, tmp_path, cli):
+    from retinasynth.synth.appearance import DEFAULT_APPEARANCE
+    from retinasynth.train.evaluate import evaluate
+
+    def run(name, **kw):
+        evaluate(run_dir, data_root, out=tmp_path / name, reader_steps=0, progress=False, **kw)
+        return json.loads((tmp_path / name / "metrics.json").read_text())
+
+    plain, looks = run("none", appearance="none"), run("camera", appearance="camera")
+    assert plain["appearance"]["name"] == "none" and looks["appearance"] == {
+        "name": "camera", "seed": 0, "what": "image i rendered with the look synthesize --appearance camera --seed 0 "
+                                            "gives pair i"}
+    assert run("default")["appearance"]["name"] == DEFAULT_APPEARANCE
+    # the real photographs' values are the same target; the renders' values are of the looked renders
+    f0, f1 = plain["fidelity"], looks["fidelity"]
+    assert f0["stripe_index"]["real"] == f1["stripe_index"]["real"]
+    assert f0["stripe_index"]["rendered"] != f1["stripe_index"]["rendered"]
+    assert plain["sound_protocol"]["scores"]["mse"]["mean"] != looks["sound_protocol"]["scores"]["mse"]["mean"]
+    assert run("again", appearance="camera")["sound_protocol"] == looks["sound_protocol"]
+    r = cli("evaluate", "--run", run_dir, "--data", data_root, "--out", tmp_path / "bad", "--reader-steps", 0,
+            "--appearance", "sepia")
     assert r.exit_code == 2 and r.output.startswith("error: ") and "valid: none, camera" in r.output
     assert not (tmp_path / "bad").exists()

@@ -16,31 +16,41 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import albumentations as A
 import numpy as np
 
-from retinasynth.data.transforms import camera_augmentation, seed_pipeline
 from retinasynth.errors import ConfigError
+
+# albumentations and the transforms load on first use: the CLI reads this module's names at start-up.
 
 
 def _photometric(t) -> bool:
     """True for a transform that changes pixel values only (no geometry), or a choice among such transforms."""
+    import albumentations as A
+
     if isinstance(t, A.ImageOnlyTransform):
         return True
     children = getattr(t, "transforms", None)
     return isinstance(t, A.OneOf) and bool(children) and all(_photometric(c) for c in children)
 
 
-def camera_looks(size: int) -> A.Compose:
-    """The photometric transforms of the ``real+aug`` arm's camera-shift pipeline, in its order."""
+def camera_looks(size: int):
+    """The photometric transforms of the ``real+aug`` arm's camera-shift pipeline, in its order (an ``A.Compose``)."""
+    import albumentations as A
+
+    from retinasynth.data.transforms import camera_augmentation
+
     return A.Compose([t for t in camera_augmentation(None, size).transforms if _photometric(t)])
 
 
 # name -> builder of the pipeline for a working side (None: the generator's own look)
-APPEARANCES: dict[str, Callable[[int], A.Compose] | None] = {
+APPEARANCES: dict[str, Callable[[int], object] | None] = {
     "none": None,
     "camera": camera_looks,
 }
+
+
+# synthesize's default look, and the look evaluate scores unless told otherwise (one place, so they agree)
+DEFAULT_APPEARANCE = "none"
 
 
 def appearance_names() -> tuple[str, ...]:
@@ -66,6 +76,8 @@ def apply_appearance(name: str, image: np.ndarray, fov: np.ndarray, seed: int) -
     build = APPEARANCES[name]
     if build is None:
         return image
+    from retinasynth.data.transforms import seed_pipeline
+
     pipeline = build(image.shape[0])
     seed_pipeline(pipeline, seed)
     out = pipeline(image=np.ascontiguousarray(image))["image"]

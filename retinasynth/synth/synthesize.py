@@ -48,6 +48,7 @@ from retinasynth.provenance import (
 )
 from retinasynth.rundir import load_generator, read_run_config
 from retinasynth.scaleout import init_ranks, parse_share, rank_device
+from retinasynth.synth.appearance import DEFAULT_APPEARANCE
 from retinasynth.synth.sources import MaskFactory, MaskSpec, parse_mix
 
 MANIFEST = "manifest.jsonl"
@@ -79,7 +80,7 @@ class SynthConfig:
     style_strength: float = 1.0
     # A sampled look per pair (retinasynth.synth.appearance): 'camera' = the photometric half of the real+aug
     # arm's camera-shift augmentation, seeded by (seed, pair); 'none': the generator's own look.
-    appearance: str = "none"
+    appearance: str = DEFAULT_APPEARANCE
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n <= 0:

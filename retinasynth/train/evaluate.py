@@ -35,7 +35,8 @@ def _notebook_view(img: np.ndarray, size: int) -> np.ndarray:
 
 def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", out: str | Path | None = None,
              notebook_size: int = 256, ema: bool = True, n_grid: int = 4, progress: bool = True,
-             device: str | None = None, reader_steps: int = 600, precision: str = "auto") -> dict:
+             device: str | None = None, reader_steps: int = 600, precision: str = "auto",
+             appearance: str | None = None, appearance_seed_base: int = 0) -> dict:
     """Score the run's generator on ``split`` of ``data_root`` under both protocols; write the results.
 
     Writes ``metrics.json``, ``per_image.csv`` and ``comparison.png`` (mask | generated | real) into
@@ -50,7 +51,21 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
 
     ``precision`` ('auto', 'fp32', 'bf16', 'fp16'; :mod:`retinasynth.precision`) is resolved once for the device;
     the generator's and the reader's forward passes run at it, and metrics.json records it (``precision``).
+
+    ``appearance`` (:mod:`retinasynth.synth.appearance`; None: ``synthesize``'s default) scores the renders as
+    ``synthesize --appearance`` writes them: evaluated image ``i`` gets the look of pair ``i`` of a set with seed
+    ``appearance_seed_base``. Every measure (similarity, fidelity, consistency, KID) is then of the set a user
+    receives; ``'none'`` scores the generator's own look.
     """
+    from retinasynth.synth.appearance import (
+        DEFAULT_APPEARANCE,
+        appearance_seed,
+        apply_appearance,
+        check_appearance,
+    )
+
+    appearance = DEFAULT_APPEARANCE if appearance is None else appearance
+    check_appearance(appearance)
     if not isinstance(reader_steps, int) or reader_steps < 0:
         raise RetinaSynthError(f"reader_steps must be an integer >= 0 (0: no vessel-consistency proxy), got "
                                f"{reader_steps!r}.")
@@ -95,8 +110,10 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         reader = {"model": model, "cfg": bc, "n": len(train), "device": gen.device, "precision": gen.precision}
     rows, grid, fid = [], [], []
     it = progress_bar(ds.samples, desc=f"evaluate {split}", unit="img", disable=not progress)
-    for s in it:
+    for i, s in enumerate(it):
         fake = gen.render(s.mask, s.fov)[0]
+        if appearance != "none":
+            fake = apply_appearance(appearance, fake, s.fov, appearance_seed(appearance_seed_base, i))
         nb = notebook_scores(_notebook_view(fake, notebook_size), _notebook_view(s.image, notebook_size))
         so = sound_scores(fake, s.image, s.fov)
         mb = notebook_scores(_notebook_view(mean_img, notebook_size), _notebook_view(s.image, notebook_size))
@@ -121,6 +138,10 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         "image_ids": [s.id for s in ds.samples],
         "weights": "ema" if ema else "raw", "weights_sha256": gen.weights_sha256,
         "working_resolution": gen.size,
+        "appearance": {"name": appearance, "seed": appearance_seed_base,
+                       "what": ("the generator's own look" if appearance == "none" else
+                                f"image i rendered with the look synthesize --appearance {appearance} --seed "
+                                f"{appearance_seed_base} gives pair i")},
         "notebook_protocol": {"resolution": notebook_size, "resampling": "nearest-neighbour, generated and real alike",
                               "range": "[-1, 1]", "data_range": 2.0,
                               "ssim_window": "uniform 7x7, channel-wise", "region": "whole frame",
@@ -240,7 +261,8 @@ def format_result(r: dict) -> str:
     nbp, sop = r["notebook_protocol"], r["sound_protocol"]
     base = r["mean_training_image_baseline"]
     return "\n".join([
-        f"evaluated {r['n_images']} {r['split']} images ({r['weights']} weights)",
+        f"evaluated {r['n_images']} {r['split']} images ({r['weights']} weights; renders with appearance "
+        f"{r.get('appearance', {}).get('name', 'none')!r})",
         f"notebook protocol ({nbp['resolution']}x{nbp['resolution']}, [-1,1], whole frame):",
         line("generator", nbp["scores"]), line("mean training image (no model)", base["notebook_protocol"]),
         f"  notebook's reported numbers        MSE {NOTEBOOK_REPORTED['mse']:.4f}   SSIM "
