@@ -17,22 +17,13 @@ training or scoring code, different evaluation images, or cells whose real train
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from combine_results import FREE_CONFIG, _load  # this folder's sibling script: one reader of results.json
+
 from retinasynth.bench.stats import paired
 from retinasynth.provenance import write_json_atomic, write_text_atomic
-
-FREE_CONFIG = {"arms"}
-
-
-def _load(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {path}: cannot read a benchmark results.json ({e}); give the file "
-                         "benchmark-downstream wrote.") from None
 
 
 def _mean_dice(runs: list[dict], ev: str) -> float:
