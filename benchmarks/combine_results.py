@@ -48,23 +48,28 @@ def _load(path: Path) -> dict:
                          "benchmark-downstream wrote.") from None
 
 
-def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str) -> tuple[dict, dict]:
-    """The combined results, and the checks that allowed it. Raises ValueError with a one-line reason."""
+def check_same_protocol(new: dict, ref: dict) -> None:
+    """Raise ValueError (one line) unless the two runs share the protocol (arms aside), the training and scoring
+    code and the evaluation images. A run assembled with --allow-mixed-code passes: its cached cells were found
+    under training keys that hash this very training code (the package hash differed only outside it)."""
     cn = {k: v for k, v in new["config"].items() if k not in FREE_CONFIG}
     cr = {k: v for k, v in ref["config"].items() if k not in FREE_CONFIG}
     if cn != cr:
         diff = sorted(k for k in set(cn) | set(cr) if cn.get(k) != cr.get(k))
         raise ValueError(f"the two runs' protocols differ in {', '.join(diff)}; only runs of one protocol combine.")
     if new["provenance"]["code"]["train"] != ref["provenance"]["code"]["train"]:
-        raise ValueError("the two runs were made by different training code; retrain the controls instead.")
-    # A run assembled with --allow-mixed-code is accepted: its cached cells were found under training keys that
-    # hash this very training code (the package hash differed only outside it); what scores them must agree too.
+        raise ValueError("the two runs were made by different training code; retrain the arms in one run instead.")
     if new["provenance"]["code"]["score"] != ref["provenance"]["code"]["score"]:
-        raise ValueError("the two runs score with different code; rescore the controls in the new run instead.")
+        raise ValueError("the two runs score with different code; rescore the arms in one run instead.")
     for ev, info in new["data"]["eval"].items():
         other = ref["data"]["eval"].get(ev)
         if other is None or other["fingerprint"] != info["fingerprint"]:
-            raise ValueError(f"evaluation set {ev!r} is not the same images in both runs; score the controls on it.")
+            raise ValueError(f"evaluation set {ev!r} is not the same images in both runs; score both on it.")
+
+
+def combine(new: dict, ref: dict, take: list[str], new_name: str, ref_name: str) -> tuple[dict, dict]:
+    """The combined results, and the checks that allowed it. Raises ValueError with a one-line reason."""
+    check_same_protocol(new, ref)
     ref_by_name = {r["name"]: r for r in ref["runs"]}
     new_by_name = {r["name"]: r for r in new["runs"]}
     # cells of arms that do not use the synthetic set are the same models in both runs, if the runs reproduce

@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from combine_results import FREE_CONFIG, _load  # this folder's sibling script: one reader of results.json
+from combine_results import _load, check_same_protocol  # the sibling script's reader and checks
 
 from retinasynth.bench.stats import paired
 from retinasynth.provenance import write_json_atomic, write_text_atomic
@@ -32,14 +32,7 @@ def _mean_dice(runs: list[dict], ev: str) -> float:
 
 def compare(a: dict, b: dict, arms: list[str], n_boot: int = 10000) -> list[dict]:
     """Rows of B - A per (eval set, arm, regime). Raises ValueError with a one-line reason."""
-    ca = {k: v for k, v in a["config"].items() if k not in FREE_CONFIG}
-    cb = {k: v for k, v in b["config"].items() if k not in FREE_CONFIG}
-    if ca != cb:
-        diff = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
-        raise ValueError(f"the two runs' protocols differ in {', '.join(diff)}; compare runs of one protocol.")
-    for part in ("train", "score"):
-        if a["provenance"]["code"].get(part) != b["provenance"]["code"].get(part):
-            raise ValueError(f"the two runs were made by different {part} code; rerun one of them.")
+    check_same_protocol(b, a)
     rows = []
     for arm in arms:
         cells_a = {(r["regime"], r["seed"]): r for r in a["runs"] if r["arm"] == arm}
@@ -52,9 +45,6 @@ def compare(a: dict, b: dict, arms: list[str], n_boot: int = 10000) -> list[dict
                 raise ValueError(f"{arm} n={key[0]} seed {key[1]}: the two runs trained on different real images.")
         evs = sorted(set.intersection(*[set(r["scores"]) for r in [*cells_a.values(), *cells_b.values()]]))
         for ev in evs:
-            ids = [set(r["scores"][ev]["per_image"]) for r in [*cells_a.values(), *cells_b.values()]]
-            if any(i != ids[0] for i in ids):
-                raise ValueError(f"{arm} on {ev}: the two runs scored different images.")
             seen = set()
             for n in sorted({k[0] for k in set(cells_a) & set(cells_b)}):
                 # an arm without real images (synth) trains one model per seed, listed under every regime: once

@@ -48,7 +48,12 @@ from retinasynth.provenance import (
 )
 from retinasynth.rundir import load_generator, read_run_config
 from retinasynth.scaleout import init_ranks, parse_share, rank_device
-from retinasynth.synth.appearance import DEFAULT_APPEARANCE
+from retinasynth.synth.appearance import (
+    DEFAULT_APPEARANCE,
+    appearance_seed,
+    apply_appearance,
+    check_appearance,
+)
 from retinasynth.synth.sources import MaskFactory, MaskSpec, parse_mix
 
 MANIFEST = "manifest.jsonl"
@@ -99,8 +104,6 @@ class SynthConfig:
             raise ConfigError(f"unknown --precision {self.precision!r}; valid: {', '.join(PRECISIONS)}.")
         if not (isinstance(self.style_strength, (int, float)) and 0.0 <= self.style_strength <= 1.0):
             raise ConfigError(f"--style-strength must be in [0, 1], got {self.style_strength!r}.")
-        from retinasynth.synth.appearance import check_appearance
-
         check_appearance(self.appearance)
 
     @property
@@ -299,8 +302,6 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
             image, style_id = match_style(image, fov, style, cfg.style_strength), style.id
         look_seed = None
         if cfg.appearance != "none":
-            from retinasynth.synth.appearance import appearance_seed, apply_appearance
-
             look_seed = appearance_seed(cfg.seed, p)
             image = apply_appearance(cfg.appearance, image, fov, look_seed)
         if res != size:
