@@ -31,7 +31,7 @@ from safetensors.torch import load
 
 from retinasynth.config import from_dict
 from retinasynth.errors import RetinaSynthError
-from retinasynth.models.condition import make_condition, tensor_to_image
+from retinasynth.models.condition import full_condition, tensor_to_image
 from retinasynth.models.factory import ModelConfig, create_generator
 from retinasynth.precision import autocast, resolve_precision
 
@@ -167,7 +167,8 @@ class Generator:
         fovs = np.asarray(fovs)
         if masks.ndim == 2:
             masks, fovs = masks[None], fovs[None]
-        cond = np.stack([make_condition(m, f, self.model_config.coords) for m, f in zip(masks, fovs)])
+        mc = self.model_config
+        cond = np.stack([full_condition(m, f, mc.coords, mc.disc_prior) for m, f in zip(masks, fovs)])
         x = torch.from_numpy(cond).to(self.device)
         if stochastic:
             self.net.train()

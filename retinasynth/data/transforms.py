@@ -113,9 +113,12 @@ def _spawn_seeds(node: A.BaseCompose, ss: np.random.SeedSequence) -> None:
 
 
 def apply_paired(pipeline: A.Compose, image: np.ndarray, mask: np.ndarray, fov: np.ndarray,
-                 seed: int, *, independent: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 seed: int, *, independent: bool = True, extra: np.ndarray | None = None):
     """Apply one sampled geometry to image, mask and FOV; masks come back as bool (threshold 0.5).
-    ``independent``: see :func:`seed_pipeline`."""
+    ``independent``: see :func:`seed_pipeline`. ``extra``: a float (H, W) plane moved with the same geometry
+    (e.g. the generator's disc plane) and returned fourth; it changes nothing of the other three."""
     seed_pipeline(pipeline, seed, independent=independent)
-    out = pipeline(image=image, mask=mask.astype(np.uint8) * 255, fov=fov.astype(np.uint8) * 255)
-    return out["image"], out["mask"] > 127, out["fov"] > 127
+    targets = {"masks": [extra.astype(np.float32)]} if extra is not None else {}
+    out = pipeline(image=image, mask=mask.astype(np.uint8) * 255, fov=fov.astype(np.uint8) * 255, **targets)
+    res = out["image"], out["mask"] > 127, out["fov"] > 127
+    return (*res, np.asarray(out["masks"][0], np.float32)) if extra is not None else res

@@ -18,6 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from retinasynth.masks.ops import convergence_point, vessel_widths  # noqa: F401  (vessel_widths: re-exported)
+
 WIDTH_BINS: tuple[tuple[str, float, float], ...] = (("1", 0.0, 1.5), ("2", 1.5, 2.5), ("3-4", 2.5, 4.5),
                                                     ("5+", 4.5, float("inf")))
 STRIPE_PERIODS = (2, 4, 8)
@@ -72,20 +74,6 @@ def stripe_index(image: np.ndarray, fov: np.ndarray, vessels: np.ndarray | None 
     return float(power[on].sum() / total) if total > 0 else float("nan")
 
 
-def vessel_widths(mask: np.ndarray, up: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """(centre-line pixels, the vessel's width there in pixels). The width is twice the distance from the centre
-    line to the vessel's edge, measured on the mask upsampled ``up`` times (nearest), where the distance
-    transform resolves even widths too: a band of w pixels reads w."""
-    from skimage.morphology import skeletonize
-
-    m = mask.astype(bool)
-    skel = skeletonize(m)
-    h, w = m.shape
-    big = cv2.resize(m.astype(np.uint8), (w * up, h * up), interpolation=cv2.INTER_NEAREST)
-    dist = cv2.distanceTransform(big, cv2.DIST_L2, 5).reshape(h, up, w, up).max(axis=(1, 3))
-    return skel, np.maximum(2.0 * dist / up, 1.0)
-
-
 def vessel_contrast(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, bins=WIDTH_BINS) -> dict[str, dict]:
     """Mean vessel contrast (background - vessel) / background of the green channel on the mask's centre lines,
     per width bin: {bin: {"contrast", "pixels"}}. The background is a grey closing (15 px disc), which fills
@@ -119,11 +107,7 @@ def disc_offset(image: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> dict:
     blur = cv2.GaussianBlur(lum, (0, 0), 0.03 * side)
     blur[~_erode(fov, 4)] = -np.inf
     disc = _argmax_yx(blur)
-    skel, width = vessel_widths(mask)
-    widths = width[skel]
-    big = skel & (width >= (np.quantile(widths, 2 / 3) if widths.size else np.inf))
-    dens = cv2.GaussianBlur(big.astype(np.float32), (0, 0), 0.08 * side)
-    conv = _argmax_yx(dens) if big.any() else (h // 2, w // 2)
+    conv = convergence_point(mask)
     diameter = 2.0 * np.sqrt(max(float(fov.sum()), 1.0) / np.pi)
     dist = float(np.hypot(disc[0] - conv[0], disc[1] - conv[1]))
     return {"disc_yx": list(disc), "convergence_yx": list(conv), "distance_px": dist,

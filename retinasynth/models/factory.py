@@ -31,7 +31,9 @@ class ModelConfig:
 
     The generator's condition is the vessel mask and the FOV mask, plus (``coords=True``) two
     channels of normalised x/y position in the full frame, so that a generator trained on crops still
-    knows where in the eye each crop lies (illumination, vignetting, FOV border).
+    knows where in the eye each crop lies (illumination, vignetting, FOV border), plus (``disc_prior=True``) a
+    Gaussian plane at the point where the mask's large vessels converge
+    (:func:`retinasynth.models.condition.disc_plane`), so that the disc is drawn there.
     """
 
     generator: str = "unet"
@@ -41,6 +43,7 @@ class ModelConfig:
     dropout: float = 0.5
     upsample: str = "transpose"  # or 'resize': nearest x2 + 3x3 conv, no checkerboard (networks.up_layer)
     coords: bool = True
+    disc_prior: bool = False
     discriminator: str = "patchgan"
     ndf: int = 64
     n_layers: int = 3
@@ -62,12 +65,15 @@ class ModelConfig:
             raise ConfigError(f"model.depth must be between 5 and 10 (or null for auto), got {self.depth!r}.")
         if self.upsample not in UPSAMPLES:
             raise ConfigError(f"unknown model.upsample {self.upsample!r}; valid: {', '.join(UPSAMPLES)}.")
+        for field in ("coords", "disc_prior"):
+            if not isinstance(getattr(self, field), bool):
+                raise ConfigError(f"model.{field} must be true or false, got {getattr(self, field)!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}.")
 
     @property
     def in_channels(self) -> int:
-        return 4 if self.coords else 2
+        return 2 + 2 * int(self.coords) + int(self.disc_prior)
 
     def resolved_depth(self, train_side: int) -> int:
         if self.depth is not None:
