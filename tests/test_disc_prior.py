@@ -4,6 +4,7 @@ training augmentation, fed as a fifth condition channel in training and in rende
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import albumentations as A
 import cv2
@@ -20,7 +21,7 @@ from retinasynth.models.condition import DISC_SIGMA, disc_plane, full_condition,
 from retinasynth.models.factory import ModelConfig
 from retinasynth.rundir import load_generator
 from retinasynth.train.config import build_fit_config
-from retinasynth.train.fit import fit
+from retinasynth.train.fit import augment_pair, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,22 +70,21 @@ def test_condition_channels_and_config():
     assert build_fit_config("tiny", overrides=["model.disc_prior=true"]).model.disc_prior is True
 
 
-def test_apply_paired_moves_the_plane_and_changes_nothing_else():
+def test_augment_pair_moves_the_plane_and_changes_nothing_else():
     rng = np.random.default_rng(0)
     m = _tree(64, 64, (30, 12))
-    img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    fov = np.ones((64, 64), bool)
+    s = SimpleNamespace(image=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), mask=m, fov=np.ones((64, 64), bool))
     plane = disc_plane(m)
     pipe = gan_augmentation(None, 64)
     for seed in range(8):
-        a = apply_paired(pipe, img, m, fov, seed, independent=False)
-        b = apply_paired(pipe, img, m, fov, seed, independent=False, extra=plane)
-        assert len(a) == 3 and len(b) == 4 and b[3].dtype == np.float32
+        a = apply_paired(pipe, s.image, s.mask, s.fov, seed, independent=False)
+        b = augment_pair(pipe, s, seed, plane)
+        assert augment_pair(pipe, s, seed)[3] is None and b[3].dtype == np.float32
         for x, y in zip(a, b[:3]):
             np.testing.assert_array_equal(x, y)
     flip = A.Compose([A.HorizontalFlip(p=1.0)], additional_targets={"fov": "mask"})
-    out = apply_paired(flip, img, m, fov, 0, extra=plane)
-    np.testing.assert_array_equal(out[0], img[:, ::-1])
+    out = augment_pair(flip, s, 0, plane)
+    np.testing.assert_array_equal(out[0], s.image[:, ::-1])
     np.testing.assert_allclose(out[3], plane[:, ::-1], atol=1e-6)
 
 

@@ -113,12 +113,9 @@ def _spawn_seeds(node: A.BaseCompose, ss: np.random.SeedSequence) -> None:
 
 
 def apply_paired(pipeline: A.Compose, image: np.ndarray, mask: np.ndarray, fov: np.ndarray,
-                 seed: int, *, independent: bool = True, extra: np.ndarray | None = None):
+                 seed: int, *, independent: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply one sampled geometry to image, mask and FOV; masks come back as bool (threshold 0.5).
-    ``independent``: see :func:`seed_pipeline`. ``extra``: a float (H, W) plane moved with the same geometry
-    (e.g. the generator's disc plane) and returned fourth; it changes nothing of the other three."""
+    ``independent``: see :func:`seed_pipeline`."""
     seed_pipeline(pipeline, seed, independent=independent)
-    targets = {"masks": [extra.astype(np.float32)]} if extra is not None else {}
-    out = pipeline(image=image, mask=mask.astype(np.uint8) * 255, fov=fov.astype(np.uint8) * 255, **targets)
-    res = out["image"], out["mask"] > 127, out["fov"] > 127
-    return (*res, np.asarray(out["masks"][0], np.float32)) if extra is not None else res
+    out = pipeline(image=image, mask=mask.astype(np.uint8) * 255, fov=fov.astype(np.uint8) * 255)
+    return out["image"], out["mask"] > 127, out["fov"] > 127

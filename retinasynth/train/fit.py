@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from retinasynth.data.dataset import Dataset, load_dataset
-from retinasynth.data.transforms import apply_paired, gan_augmentation
+from retinasynth.data.transforms import apply_paired, gan_augmentation, seed_pipeline
 from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.models.condition import (
     disc_plane,
@@ -66,6 +66,19 @@ def _disc_planes(s) -> np.ndarray:
     return _disc_plane_of(s.id, m.tobytes(), m.shape)
 
 
+def augment_pair(pipe, s, seed: int, plane: np.ndarray | None = None):
+    """(image, mask, fov, plane): one sampled geometry applied to a training sample, with albumentations' shared
+    seed (:func:`~retinasynth.data.transforms.apply_paired` with ``independent=False``), and to ``plane`` (a float
+    (H, W) map such as the disc plane, moved as an extra mask; None passes through). The plane changes nothing of
+    the other three. Kept here, not in ``data.transforms``, whose source keys the benchmark's cached models."""
+    if plane is None:
+        return (*apply_paired(pipe, s.image, s.mask, s.fov, seed=seed, independent=False), None)
+    seed_pipeline(pipe, seed, independent=False)
+    out = pipe(image=s.image, mask=s.mask.astype(np.uint8) * 255, fov=s.fov.astype(np.uint8) * 255,
+               masks=[plane.astype(np.float32)])
+    return out["image"], out["mask"] > 127, out["fov"] > 127, np.asarray(out["masks"][0], np.float32)
+
+
 def _batch(train: list, cfg: FitConfig, step: int, pipe, rank: int, world: int):
     """The batch of ``step``: which images, their augmentation and crop depend on (seed, step) only."""
     t = cfg.train
@@ -77,14 +90,13 @@ def _batch(train: list, cfg: FitConfig, step: int, pipe, rank: int, world: int):
         # The disc plane of the whole frame is computed once per image and moved with the image's geometry.
         disc = _disc_planes(s) if cfg.model.disc_prior else None
         # albumentations' shared seed (flip and affine together): every recorded generator stays bit-identical
-        img, mask, fov, *moved = apply_paired(pipe, s.image, s.mask, s.fov, extra=disc, independent=False,
-                                              seed=hash((t.seed, step, rank, j)) & 0xFFFFFFFF)
+        img, mask, fov, moved = augment_pair(pipe, s, hash((t.seed, step, rank, j)) & 0xFFFFFFFF, disc)
         size = img.shape[0]
         c = t.crop or size
         y0, x0 = (int(v) for v in rng.integers(0, size - c + 1, size=2))
         sl = np.s_[y0:y0 + c, x0:x0 + c]
         conds.append(make_condition(mask[sl], fov[sl], cfg.model.coords, y0, x0, (size, size),
-                                    disc=moved[0][sl] if moved else None))
+                                    disc=None if moved is None else moved[sl]))
         reals.append(image_to_tensor(img[sl]))
     return torch.from_numpy(np.stack(conds)), torch.stack(reals)
 
