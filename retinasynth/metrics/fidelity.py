@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from retinasynth.masks.ops import convergence_point, vessel_widths  # noqa: F401  (vessel_widths: re-exported)
+from retinasynth.masks.ops import convergence_point, vessel_widths
 
 WIDTH_BINS: tuple[tuple[str, float, float], ...] = (("1", 0.0, 1.5), ("2", 1.5, 2.5), ("3-4", 2.5, 4.5),
                                                     ("5+", 4.5, float("inf")))
