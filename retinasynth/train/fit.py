@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import copy
-import functools
 import json
 import os
 import time
@@ -55,17 +54,6 @@ def _split_val(ds: Dataset, n_val: int) -> tuple[list, list]:
     return (samples[: len(samples) - n_val], samples[len(samples) - n_val:]) if n_val else (samples, samples[:2])
 
 
-@functools.cache
-def _disc_plane_of(sample_id: str, mask_bytes: bytes, shape: tuple[int, int]) -> np.ndarray:
-    return disc_plane(np.frombuffer(mask_bytes, dtype=bool).reshape(shape))
-
-
-def _disc_planes(s) -> np.ndarray:
-    """The disc plane of a training image's whole (un-augmented) mask, cached: it costs ~0.2 s at 512 px."""
-    m = np.ascontiguousarray(s.mask, dtype=bool)
-    return _disc_plane_of(s.id, m.tobytes(), m.shape)
-
-
 def augment_pair(pipe, s, seed: int, plane: np.ndarray | None = None):
     """(image, mask, fov, plane): one sampled geometry applied to a training sample, with albumentations' shared
     seed (:func:`~retinasynth.data.transforms.apply_paired` with ``independent=False``), and to ``plane`` (a float
@@ -79,16 +67,23 @@ def augment_pair(pipe, s, seed: int, plane: np.ndarray | None = None):
     return out["image"], out["mask"] > 127, out["fov"] > 127, np.asarray(out["masks"][0], np.float32)
 
 
-def _batch(train: list, cfg: FitConfig, step: int, pipe, rank: int, world: int):
-    """The batch of ``step``: which images, their augmentation and crop depend on (seed, step) only."""
+def _batch(train: list, cfg: FitConfig, step: int, pipe, rank: int, world: int, planes: dict | None = None):
+    """The batch of ``step``: which images, their augmentation and crop depend on (seed, step) only. ``planes``
+    (with ``model.disc_prior``) keeps each image's disc plane by id, computed on first use (~0.2 s at 512 px)."""
     t = cfg.train
     rng = np.random.default_rng([t.seed, step])
     idx = rng.integers(0, len(train), size=t.batch_size * world)[rank::world]
     conds, reals = [], []
     for j, i in enumerate(idx):
         s = train[int(i)]
-        # The disc plane of the whole frame is computed once per image and moved with the image's geometry.
-        disc = _disc_planes(s) if cfg.model.disc_prior else None
+        # The disc plane of the whole (un-augmented) frame, computed once per image, moves with the image's geometry.
+        disc = None
+        if cfg.model.disc_prior:
+            if planes is None:
+                planes = {}
+            if s.id not in planes:
+                planes[s.id] = disc_plane(s.mask)
+            disc = planes[s.id]
         # albumentations' shared seed (flip and affine together): every recorded generator stays bit-identical
         img, mask, fov, moved = augment_pair(pipe, s, hash((t.seed, step, rank, j)) & 0xFFFFFFFF, disc)
         size = img.shape[0]
@@ -349,10 +344,10 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, o
     pipe = gan_augmentation(None, cfg.data.size)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     bar = _progress(range(start, end), start, t.steps, progress and dd.main)
-    t0, logged = time.perf_counter(), start
+    t0, logged, planes = time.perf_counter(), start, {}
     for step in bar:
         cond, real = (x.to(dev, non_blocking=True).to(memory_format=fmt)
-                      for x in _batch(train, cfg, step, pipe, dd.rank, dd.world))
+                      for x in _batch(train, cfg, step, pipe, dd.rank, dd.world, planes))
         # Forward passes of G and D under autocast (fp32: none); every loss in fp32 (.float() is a no-op there).
         with autocast(precision, dev):
             fake = G(cond)
