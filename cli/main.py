@@ -97,8 +97,9 @@ def _precision_option(what: str, default: str | None = "auto", show: str | bool 
               help="Dataset root folder (any supported layout). Only its training split is used.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Run directory to create.")
 @click.option("--profile", type=click.Choice(FIT_PROFILES), default="cpu", show_default=True,
-              help="cpu: 3900 steps at 512 px with texture terms, ~37 min on 2 CPU cores at bf16 (timings: README, "
-                   "Results); cpu-v4: the same without them, ~25 min; cpu-v3/cpu-v2/cpu-v1: earlier defaults, kept "
+              help="cpu: 3900 steps at 512 px with texture terms and the disc plane, ~37 min on 2 CPU cores at bf16 "
+                   "(timings: README, Results); cpu-v4: without texture terms and disc plane, ~25 min; "
+                   "cpu-v5/cpu-v3/cpu-v2/cpu-v1: earlier defaults, kept "
                    "so old runs reproduce; paper: the pix2pix recipe for "
                    "GPUs; demo/tiny: minutes/seconds on phantoms.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
@@ -181,10 +182,11 @@ def evaluate(run_dir, data_path, split, out_dir, raw, reader_steps, appearance, 
                    "of them (no labels used). Never point it at images you will score.")
 @click.option("--style-strength", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Blend of --style: 0 keeps the generator's look, 1 maps the colours fully.")
-@click.option("--appearance", default=DEFAULT_APPEARANCE, show_default=True,
+@click.option("--appearance", default=None,
               help=f"A sampled look per pair ({', '.join(appearance_names())}): 'camera' varies colour, contrast, "
                    "illumination, blur, noise and JPEG as the real+aug arm's camera-shift augmentation does (no "
-                   "geometry: masks unchanged); 'none' keeps the generator's own look.")
+                   "geometry: masks unchanged); 'none' keeps the generator's own look.  [default: "
+                   f"{DEFAULT_APPEARANCE}; none with --style]")
 @click.option("--filter-min-dice", type=float, default=0.5, show_default=True,
               help="Keep pairs whose segmented image reaches this Dice against their mask.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted synthesis in --out.")

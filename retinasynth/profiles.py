@@ -6,7 +6,7 @@ exactly these names; both registries check that at import.
 
 from __future__ import annotations
 
-FIT_PROFILES: tuple[str, ...] = ("cpu", "cpu-v4", "cpu-v3", "cpu-v2", "cpu-v1", "paper", "demo", "tiny")
+FIT_PROFILES: tuple[str, ...] = ("cpu", "cpu-v5", "cpu-v4", "cpu-v3", "cpu-v2", "cpu-v1", "paper", "demo", "tiny")
 BENCH_PROFILES: tuple[str, ...] = ("cpu", "quick", "full", "demo", "tiny")
 
 

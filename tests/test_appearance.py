@@ -110,3 +110,14 @@ def test_evaluate_scores_the_renders_with_the_look_synthesize_gives(run_dir, dat
             "--appearance", "sepia")
     assert r.exit_code == 2 and r.output.startswith("error: ") and "valid: none, camera" in r.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_default_look_is_camera_unless_a_style_gives_the_camera():
+    from retinasynth.synth.appearance import DEFAULT_APPEARANCE
+    from retinasynth.synth.synthesize import SynthConfig
+
+    assert DEFAULT_APPEARANCE == "camera"  # adopted on validation, RESULTS.md section 23
+    assert SynthConfig().appearance == "camera"
+    assert SynthConfig(style="photos").appearance == "none"  # a sampled look would overwrite the target camera's
+    assert SynthConfig(style="photos", appearance="camera").appearance == "camera"  # asked for explicitly
+    assert SynthConfig(appearance="none").appearance == "none"

@@ -68,7 +68,10 @@ def test_pretrain_aug_fine_tunes_the_shared_pretraining_with_camera_augmentation
 def test_fit_profiles_new_default_and_the_old_one_by_name():
     from retinasynth.train.config import build_fit_config
 
-    new, old = build_fit_config("cpu"), build_fit_config("cpu-v1")
+    default, old = build_fit_config("cpu"), build_fit_config("cpu-v1")
+    new = build_fit_config("cpu-v5")  # the default until 2026-12-01 afternoon: the default without the disc plane
+    assert default.model.disc_prior and not new.model.disc_prior and default.model.in_channels == 5
+    assert replace(default.model, disc_prior=False) == new.model and default.train == new.train
     assert (new.model.upsample, new.model.discriminator, new.model.d_scales, new.train.vessel_l1,
             new.train.consistency, new.train.feature_matching, new.train.steps) == \
         ("resize", "multiscale", 2, 4.0, 1.0, 10.0, 3900)

@@ -84,8 +84,9 @@ class SynthConfig:
     style: str | None = None
     style_strength: float = 1.0
     # A sampled look per pair (retinasynth.synth.appearance): 'camera' = the photometric half of the real+aug
-    # arm's camera-shift augmentation, seeded by (seed, pair); 'none': the generator's own look.
-    appearance: str = DEFAULT_APPEARANCE
+    # arm's camera-shift augmentation, seeded by (seed, pair); 'none': the generator's own look. None (the default):
+    # DEFAULT_APPEARANCE, or 'none' with a ``style``, whose camera a sampled look would overwrite.
+    appearance: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n <= 0:
@@ -104,6 +105,8 @@ class SynthConfig:
             raise ConfigError(f"unknown --precision {self.precision!r}; valid: {', '.join(PRECISIONS)}.")
         if not (isinstance(self.style_strength, (int, float)) and 0.0 <= self.style_strength <= 1.0):
             raise ConfigError(f"--style-strength must be in [0, 1], got {self.style_strength!r}.")
+        if self.appearance is None:
+            object.__setattr__(self, "appearance", "none" if self.style else DEFAULT_APPEARANCE)
         check_appearance(self.appearance)
 
     @property
