@@ -60,7 +60,7 @@ def test_unknown_appearance_is_one_clear_error():
 
 
 def test_synthesize_with_camera_looks(run_dir, tmp_path, cli):
-    cfg = SynthConfig(n=6, batch_size=3, workers=2, seed=0, sources="real:1")
+    cfg = SynthConfig(n=6, batch_size=3, workers=2, seed=0, sources="real:1", appearance="none")
     plain, looks, again = tmp_path / "plain", tmp_path / "looks", tmp_path / "again"
     synthesize(run_dir, plain, cfg, progress=False)
     cam = dataclasses.replace(cfg, appearance="camera")
