@@ -116,7 +116,7 @@ def test_default_look_is_camera_unless_a_style_gives_the_camera():
     from retinasynth.synth.appearance import DEFAULT_APPEARANCE
     from retinasynth.synth.synthesize import SynthConfig
 
-    assert DEFAULT_APPEARANCE == "camera"  # adopted on validation, RESULTS.md section 23
+    assert DEFAULT_APPEARANCE == "camera"  # adopted on validation, RESULTS.md sections 23-24
     assert SynthConfig().appearance == "camera"
     assert SynthConfig(style="photos").appearance == "none"  # a sampled look would overwrite the target camera's
     assert SynthConfig(style="photos", appearance="camera").appearance == "camera"  # asked for explicitly

@@ -139,7 +139,8 @@ _CPU_V4 = {**_CPU_V3, "train": {**_CPU_V3["train"], "steps": 3900}}
 _CPU_V5 = {**_CPU_V4, "model": {**_CPU_V4["model"], "discriminator": "multiscale", "d_scales": 2},
            "train": {**_CPU_V4["train"], "consistency": 1.0, "feature_matching": 10.0}}
 # "cpu": cpu-v5 with the disc plane (model.disc_prior: where the mask's large vessels converge), which brought the
-# fp32 validation twin's disc offset from 2.60x to 1.25x real, all else within the marks (RESULTS.md section 23).
+# fp32 validation twin's disc offset from 2.60x to 1.25x real, all else within the marks (RESULTS.md section 23);
+# with camera looks its pairs were non-inferior on eval=val, so it became the default (section 24).
 _CPU = {**_CPU_V5, "model": {**_CPU_V5["model"], "disc_prior": True}}
 PROFILES: dict[str, dict] = {
     "cpu": _CPU,
