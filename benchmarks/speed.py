@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from retinasynth.errors import ConfigError
 from retinasynth.models import GANLoss, create_discriminator, create_generator
-from retinasynth.models.losses import reconstruction_l1
+from retinasynth.models.losses import gan_mean, reconstruction_l1, scales
 from retinasynth.precision import (
     autocast,
     cpu_flags,
@@ -126,15 +126,15 @@ def fit_step(sz: dict, device: torch.device, precision: str, channels_last: bool
     def step():
         with autocast(precision, device):
             fake = G(cond)
-            d_real, d_fake = D(torch.cat([cond, real], 1)), D(torch.cat([cond, fake.detach()], 1))
-        d_loss = 0.5 * (gan(d_real.float(), True) + gan(d_fake.float(), False))
+            d_real, d_fake = scales(D(torch.cat([cond, real], 1))), scales(D(torch.cat([cond, fake.detach()], 1)))
+        d_loss = 0.5 * (gan_mean(gan, d_real, True) + gan_mean(gan, d_fake, False))
         od.zero_grad(set_to_none=True)
         scaler.scale(d_loss).backward()
         scaler.step(od)
         with autocast(precision, device):
-            d_gen = D(torch.cat([cond, fake], 1))
+            d_gen = scales(D(torch.cat([cond, fake], 1)))
         fake = fake.float()
-        g_loss = gan(d_gen.float(), True, for_disc=False) + t.l1_weight * reconstruction_l1(fake, real, cond)
+        g_loss = gan_mean(gan, d_gen, True, for_disc=False) + t.l1_weight * reconstruction_l1(fake, real, cond)
         og.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
         scaler.step(og)

@@ -79,7 +79,8 @@ def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, ov
         if not cells:
             return  # torchrun rank > 0: rank 0 prints the report
         click.echo(f"cells {res['cells']}: {len(res['runs'])} run(s), {res['trained']} trained, {res['cached']} cached, "
-                   f"{res['reused']} reused; in {Path(out_dir) / 'runs'}. The report: rerun without --cells.")
+                   f"{res['reused']} reused" + (f", {len(res['busy'])} left to other processes" if res.get("busy") else "") +
+                   f"; in {Path(out_dir) / 'runs'}. The report: rerun without --cells.")
         return
     for ev in eval_names(res["runs"]):
         click.echo(f"\n{ev} ({res['data']['eval'][ev]['n']} images, native resolution, inside the FOV):\n")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -65,9 +66,10 @@ from retinasynth.bench.runner import (
     score_model,
     train_cell,
 )
-from retinasynth.data.dataset import DataConfig, load_dataset
+from retinasynth.data.dataset import load_dataset
 from retinasynth.data.preprocess import enhance
 from retinasynth.errors import ConfigError, DataError
+from retinasynth.locking import hold, read_holders, try_hold
 from retinasynth.metrics.seg import METRICS
 from retinasynth.precision import describe, resolve_precision
 from retinasynth.provenance import portable_path, process_record, write_json_atomic, write_text_atomic
@@ -96,6 +98,8 @@ def _progress(total: int, initial: int, show: bool):
     from retinasynth.progress import progress as progress_bar
 
     return progress_bar(total=total, initial=initial, desc="benchmark", unit="run", dynamic_ncols=True)
+
+LOCKS = "locks"  # OUT/locks/<training key>.lock: one per cell being trained by a process of a shared cache
 
 
 def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, out: str | Path, cfg: BenchConfig,
@@ -153,9 +157,12 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # One writer per --out: a plain run holds it alone; the processes that share its cache by design (--cells
+    # shares, torchrun ranks) hold it together and lock each cell they train (retinasynth.locking).
     try:
-        return _benchmark(real_data, synth_data, out, cfg, externals, progress, allow_unverified_synth, dev,
-                          bool(synth_arms), t_start, share, ranks, allow_mixed_code)
+        with hold(out, shared=share is not None, what="the benchmark folder"):
+            return _benchmark(real_data, synth_data, out, cfg, externals, progress, allow_unverified_synth, dev,
+                              bool(synth_arms), t_start, share, ranks, allow_mixed_code)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -170,7 +177,7 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
     synth_info: dict | None = None
     synth_samples: list = []
     if synth_data is not None:
-        synth = load_dataset(synth_data, "all", DataConfig(size=cfg.size), progress=progress)
+        synth = load_dataset(synth_data, "all", cfg.data_config(), progress=progress)
         synth_info = verify_synthetic(synth_data, synth, evals, allow_unverified)
         synth_info["n"] = len(synth)
         if "warning" in synth_info:
@@ -194,11 +201,24 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
     bar = _progress(len(mine), len(mine) - len(todo), progress)
     counts = {"trained": 0, "cached": 0, "reused": 0, "scored": 0, "scores_cached": 0}
     done: dict[str, dict] = {}  # training key -> record trained (or found) in this process
+    busy: list[str] = []  # cells another process of a shared cache was training: left to it
     try:
         for i, cell in enumerate(plan):
             if i not in mine:
                 continue
-            _run_cell(ctx, cell, evals, eval_in, eval_fps, done, counts, bar)
+            lock = try_hold(out / LOCKS / f"{cell.train_key[:24]}.lock") if share is not None else None
+            if share is not None and lock is None:
+                holders = read_holders(out / LOCKS / f"{cell.train_key[:24]}.lock")
+                who = f"pid {holders[0]['pid']} on {holders[0]['host']}" if holders else "another process"
+                warnings.warn(f"{cell.name}: being trained by {who}, which shares {out}; skipped here (a run "
+                              "without --cells assembles it once it is done).", stacklevel=1)
+                busy.append(cell.name)
+                continue
+            try:
+                _run_cell(ctx, cell, evals, eval_in, eval_fps, done, counts, bar)
+            finally:
+                if lock is not None:
+                    lock.release()
             if bar is not None and i in todo:
                 bar.update(1)
     finally:
@@ -213,7 +233,7 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
             if ranks is not None:
                 ranks.finish()  # wait for rank 0's report
             return {"cells": f"{share[0]}/{share[1]}", **{k: counts[k] for k in ("trained", "cached", "reused")},
-                    "runs": sorted(plan[i].name for i in mine)}
+                    "runs": sorted(plan[i].name for i in mine), "busy": busy}
     runs, plateau_runs = _gather(ctx, plan, evals, eval_fps)
     revisions = _check_code(out, runs, allow_mixed_code)
     if revisions["mixed"]:

@@ -70,9 +70,10 @@ def external_split(root: str | Path, cfg: DataConfig) -> str:
     return "test"
 
 
-def load_eval_set(name: str, root, split: str, size: int, progress: bool) -> EvalSet:
-    work = load_dataset(root, split, DataConfig(size=size), progress=progress)
-    native = load_dataset(root, split, DataConfig(size=None), progress=progress)
+def load_eval_set(name: str, root, split: str, cfg, progress: bool) -> EvalSet:
+    """An evaluation set at ``cfg``'s working resolution and, for scoring, at native resolution (same frame)."""
+    work = load_dataset(root, split, cfg.data_config(), progress=progress)
+    native = load_dataset(root, split, cfg.data_config(native=True), progress=progress)
     if work.ids != native.ids:
         raise DataError(f"{root}: the {split} split has different samples at native and working resolution "
                         f"({len(native)} vs {len(work)}); check the folder for unreadable files.")
@@ -87,20 +88,19 @@ def subset(ds: Dataset, ids, split: str) -> Dataset:
 def load_sets(real_data, cfg: BenchConfig, externals: dict[str, tuple[Path, str | None]], progress: bool
               ) -> tuple[Dataset, list[EvalSet], list[str]]:
     """(the training split feeding the regimes, the evaluation sets, the held-out ids of eval=val)."""
-    if cfg.eval == "val" and externals:
-        raise ConfigError("--test-data scores another test set, but bench.eval=val is for choosing settings "
-                          "without touching any test data; drop --test-data or use -o bench.eval=test.")
-    train = load_dataset(real_data, "train", DataConfig(size=cfg.size), progress=progress)
+    # With eval=val the sets of --test-data are external *validation* sets (e.g. STARE for unseen cameras): the
+    # test split of real_data is still never decoded.
+    train = load_dataset(real_data, "train", cfg.data_config(), progress=progress)
     held_out: list[str] = []
     if cfg.eval == "val":
         # The evaluation set is carved from the training split; the test split is never decoded.
         held_out = val_ids(train.ids, cfg)
-        native_train = load_dataset(real_data, "train", DataConfig(size=None), progress=progress)
+        native_train = load_dataset(real_data, "train", cfg.data_config(native=True), progress=progress)
         evals = [EvalSet("val", Path(real_data), "train (held out)", subset(train, held_out, "val"),
                          subset(native_train, held_out, "val"))]
         train = subset(train, [i for i in train.ids if i not in set(held_out)], "train")
     else:
-        evals = [load_eval_set("test", real_data, "test", cfg.size, progress)]
+        evals = [load_eval_set("test", real_data, "test", cfg, progress)]
     too_big = [n for n in cfg.regimes if n > len(train)]
     if too_big:
         what = (f"the {len(train)} training images left after holding out {len(held_out)} for eval=val"
@@ -109,6 +109,6 @@ def load_sets(real_data, cfg: BenchConfig, externals: dict[str, tuple[Path, str 
         raise ConfigError(f"bench.regimes {too_big} exceed {what} of {real_data}; valid: 1..{len(train)} "
                           f"(e.g. -o bench.regimes={','.join(str(n) for n in valid)}).")
     for name, (root, split) in externals.items():
-        split = split or external_split(root, DataConfig(size=cfg.size))
-        evals.append(load_eval_set(name, root, split, cfg.size, progress))
+        split = split or external_split(root, cfg.data_config())
+        evals.append(load_eval_set(name, root, split, cfg, progress))
     return train, evals, held_out

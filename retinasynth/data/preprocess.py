@@ -50,18 +50,19 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int], thin: bool = True) -> n
 
 def prepare(image: np.ndarray, mask: np.ndarray | None, fov: np.ndarray, size: int | None,
             fit: str = "squash", crop_fov: bool = False):
-    """Crop (optional), square (squash or pad) and resize image, vessel mask and FOV together."""
+    """Crop (optional), square (squash or pad) and resize image, vessel mask and FOV together. With ``size``
+    None the frame keeps its resolution (padded square with ``fit='pad'``)."""
     if fit not in FIT_MODES:
         raise ValueError(f"fit must be one of {FIT_MODES}, got {fit!r}")
     if crop_fov:
         y0, y1, x0, x1 = fov_bbox(fov)
         image, fov = image[y0:y1, x0:x1], fov[y0:y1, x0:x1]
         mask = mask[y0:y1, x0:x1] if mask is not None else None
-    if size is None:
-        return image, mask, fov
     if fit == "pad":
         image, fov = pad_to_square(image), pad_to_square(fov)
         mask = pad_to_square(mask) if mask is not None else None
+    if size is None:
+        return image, mask, fov
     image = resize_image(image, (size, size))
     fov = resize_mask(fov, (size, size), thin=False)
     if mask is not None:

@@ -17,6 +17,9 @@ from retinasynth.precision import LEGACY_AMP, PRECISIONS
 PREPROCESS = ("rgb", "green_clahe")
 LR_SCHEDULES = ("cosine", "constant")
 AUGMENTS = ("strong", "light", "camera")
+# How an image is brought to the working resolution: the whole frame squashed to size x size, or the FOV's
+# bounding box padded to a square (aspect kept), so that the FOV diameter is `size` px in every dataset.
+SCALES = {"frame": {"fit": "squash", "crop_fov": False}, "fov": {"fit": "pad", "crop_fov": True}}
 _UNET_DECODER = (256, 128, 64, 32, 16)
 
 
@@ -74,6 +77,8 @@ class SegmenterConfig:
         preprocess: 'rgb' (as stored) or 'green_clahe' (the green channel with CLAHE, as grey RGB), applied to
             every training and scored image.
         size: working resolution; scores are computed at native resolution inside the FOV.
+        scale: 'frame' (the whole frame squashed to ``size`` x ``size``) or 'fov' (the FOV's bounding box, padded
+            to a square, resized so that the FOV diameter is ``size`` px whatever the camera's resolution).
         min_fov: a training patch is redrawn (up to 10 times) while less than this share lies in the FOV.
         infer_tile / infer_overlap: sliding-window inference with tiles of this side (None: whole image in one
             pass) overlapping by this share, blended with Gaussian weights.
@@ -108,6 +113,7 @@ class SegmenterConfig:
     infer_tile: int | None = None
     infer_overlap: float = 0.5
     channels_last: bool = True
+    scale: str = "frame"
 
     def __post_init__(self) -> None:
         if self.decoder_channels is not None:
@@ -163,6 +169,9 @@ class SegmenterConfig:
             raise ConfigError(f"unknown bench.precision {self.precision!r}; valid: {', '.join(PRECISIONS)}.")
         if self.augment not in AUGMENTS:
             raise ConfigError(f"unknown bench.augment {self.augment!r}; valid: {', '.join(AUGMENTS)}.")
+        if self.scale not in SCALES:
+            raise ConfigError(f"unknown bench.scale {self.scale!r}; valid: {', '.join(SCALES)} (fov: the FOV "
+                              "diameter becomes bench.size px in every dataset).")
         if self.preprocess not in PREPROCESS:
             raise ConfigError(f"unknown bench.preprocess {self.preprocess!r}; valid: {', '.join(PREPROCESS)}.")
         if self.infer_tile is not None and (not _positive_int(self.infer_tile) or self.infer_tile % m):
@@ -182,6 +191,13 @@ class SegmenterConfig:
         if self.arch.lower() in ("unet", "unetplusplus", "manet"):
             kw["decoder_channels"] = list(self.decoder_channels or _UNET_DECODER[5 - self.encoder_depth:])
         return kw
+
+    def data_config(self, native: bool = False):
+        """How a dataset is read for this segmenter: at the working resolution, or (``native``) at native
+        resolution in the same frame (the FOV crop of scale 'fov', padded square), where it is scored."""
+        from retinasynth.data.dataset import DataConfig
+
+        return DataConfig(size=None if native else self.size, **SCALES[self.scale])
 
     def to_dict(self) -> dict:
         return to_dict(self)

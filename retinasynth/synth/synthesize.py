@@ -23,6 +23,7 @@ while the generator renders the next chunk; a pair enters the manifest only once
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.data.preprocess import resize_image, resize_mask
 from retinasynth.data.similarity import mask_digest
 from retinasynth.errors import ConfigError, RetinaSynthError
+from retinasynth.locking import clear, entries, hold
 from retinasynth.precision import PRECISIONS, describe
 from retinasynth.profiles import DEFAULT_SOURCES
 from retinasynth.provenance import (
@@ -128,9 +130,9 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, settings: dict) -> se
         raise RetinaSynthError(f"{out}: exists and is a file; choose a folder for --out.")
     # A folder holding only the empty sub-folders of a run killed at start-up counts as empty.
     non_empty = out.is_dir() and any(not (p.is_dir() and p.name in ("images", "masks", "fov")
-                                          and not any(p.iterdir())) for p in out.iterdir())
+                                          and not any(p.iterdir())) for p in entries(out))
     if non_empty and overwrite:
-        shutil.rmtree(out)
+        clear(out)  # the lock file stays: this process holds it
         non_empty = False
     if non_empty and not resume:
         raise RetinaSynthError(f"{out}: folder is not empty; pass --resume to continue it or --overwrite "
@@ -216,6 +218,16 @@ def synthesize(run_dir: str | Path, out: str | Path, cfg: SynthConfig | None = N
     """
     cfg = cfg or SynthConfig()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RetinaSynthError(f"{out}: exists and is a file; choose a folder for --out.")
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 holds --out for every rank
+        return _synthesize(run_dir, out, cfg, resume, overwrite, data_root, progress, device)
+    with hold(out, what="the output folder"):
+        return _synthesize(run_dir, out, cfg, resume, overwrite, data_root, progress, device)
+
+
+def _synthesize(run_dir, out: Path, cfg: SynthConfig, resume: bool, overwrite: bool, data_root, progress: bool,
+                device) -> dict:
     ranks = init_ranks()
     if ranks.distributed and cfg.shard != "0/1":
         raise ConfigError(f"--shard {cfg.shard} under torchrun: each rank already takes its share from "
@@ -466,10 +478,17 @@ def merge_shards(out: str | Path, shard_dirs: list[str | Path], *, overwrite: bo
     if any(n != k for _, n in shares) or got != list(range(k)):
         raise RetinaSynthError(f"merge: shards {', '.join(m['settings']['shard'] for m in metas)} are not the "
                                f"shards 0/{k}..{k - 1}/{k} of one run, each once.")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise RetinaSynthError(f"{out}: exists and is a file; choose a folder for --merge.")
+    with hold(out, what="the output folder"):
+        return _merge(out, dirs, metas, shares, overwrite)
+
+
+def _merge(out: Path, dirs: list[Path], metas: list[dict], shares, overwrite: bool) -> dict:
+    if entries(out):
         if not overwrite:
             raise RetinaSynthError(f"{out}: folder is not empty; choose a new folder or pass --overwrite.")
-        shutil.rmtree(out)
+        clear(out)
     for sub in ("images", "masks", "fov"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     ordered, dropped = [], []
@@ -487,6 +506,7 @@ def merge_shards(out: str | Path, shard_dirs: list[str | Path], *, overwrite: bo
         write_text_atomic(out / DROPPED, "".join(json.dumps(r) + "\n" for r in dropped))
     write_text_atomic(out / "metadata.jsonl", _metadata(ordered))
     counts = Counter(r["source"] for r in ordered)
+    ref = metas[0]
     meta = {**ref, "settings": {**ref["settings"], "shard": "0/1"}, "counts": dict(counts),
             "timing": {"merged_from": [str(d.resolve()) for d in dirs],
                        "shards": {m["settings"]["shard"]: m.get("timing") for m in metas}},

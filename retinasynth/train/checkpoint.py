@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,18 @@ from retinasynth.rundir import (  # noqa: F401 - the layout and readers, re-used
 
 
 def _rotate_write(path: Path, data: bytes, keep_previous: bool) -> None:
-    """Write ``data`` atomically to ``path``; with ``keep_previous`` the old file becomes ``*.prev.*``."""
+    """Write ``data`` atomically to ``path``; with ``keep_previous`` the old file becomes ``*.prev.*``.
+
+    ``path`` never goes missing: the old file is first linked (or copied) to ``*.prev.*``, then the new one
+    replaces it atomically, so a reader (`synthesize --run` during a `fit`) always opens a complete file."""
     if keep_previous and path.is_file():
-        os.replace(path, prev_path(path))
+        prev = prev_path(path)
+        tmp = prev.with_name(f".{prev.name}.{os.getpid()}.tmp")
+        try:
+            os.link(path, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, prev)
     write_bytes_atomic(path, data)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from retinasynth.config import from_dict
 from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.errors import RetinaSynthError
+from retinasynth.locking import hold
 from retinasynth.metrics.image import (
     NOTEBOOK_REPORTED,
     beats_notebook,
@@ -57,6 +58,15 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
     ``appearance_seed_base``. Every measure (similarity, fidelity, consistency, KID) is then of the set a user
     receives; ``'none'`` scores the generator's own look.
     """
+    out = Path(out) if out else Path(run_dir) / f"eval-{split}"
+    read_run_config(run_dir)  # a missing or foreign run is refused before anything is created
+    with hold(out, what="the evaluation folder"):
+        return _evaluate(run_dir, data_root, split, out, notebook_size, ema, n_grid, progress, device,
+                         reader_steps, precision, appearance, appearance_seed_base)
+
+
+def _evaluate(run_dir, data_root, split: str, out: Path, notebook_size: int, ema: bool, n_grid: int, progress: bool,
+              device, reader_steps: int, precision: str, appearance: str | None, appearance_seed_base: int) -> dict:
     from retinasynth.synth.appearance import (
         DEFAULT_APPEARANCE,
         appearance_seed,
@@ -127,7 +137,6 @@ def evaluate(run_dir: str | Path, data_root: str | Path, split: str = "test", ou
         if len(grid) < n_grid:
             m = np.repeat(s.mask[:, :, None].astype(np.uint8) * 255, 3, axis=2)
             grid.append(np.concatenate([m, fake, s.image], axis=1))
-    out = Path(out) if out else run_dir / f"eval-{split}"
 
     def block(prefix: str) -> dict:
         keys = [k for k in rows[0] if k.startswith(prefix)]

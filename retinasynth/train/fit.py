@@ -16,6 +16,7 @@ import torch.distributed as dist
 from retinasynth.data.dataset import Dataset, load_dataset
 from retinasynth.data.transforms import apply_paired, gan_augmentation, seed_pipeline
 from retinasynth.errors import ConfigError, RetinaSynthError
+from retinasynth.locking import entries, hold
 from retinasynth.models.condition import (
     disc_plane,
     full_condition,
@@ -138,6 +139,20 @@ def _sample_grid(G: torch.nn.Module, val: list, cfg: FitConfig, device,
 def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resume: bool = False,
         progress: bool = True, device: str | None = None, stop_at: int | None = None,
         precision: str | None = None) -> Path:
+    """Train a generator (see :func:`_fit`), holding ``out_dir`` for the whole run: a second `fit` (or a
+    `fit --resume`) on the same folder is refused in one line naming this one's pid (:mod:`retinasynth.locking`).
+    Under torchrun rank 0 holds it for every rank."""
+    if resume:
+        read_run_config(out_dir)  # a missing or foreign run is refused before anything is created
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _fit(cfg, data_root, out_dir, resume, progress, device, stop_at, precision)
+    with hold(out_dir, what="the run directory"):
+        return _fit(cfg, data_root, out_dir, resume, progress, device, stop_at, precision)
+
+
+def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resume: bool = False,
+         progress: bool = True, device: str | None = None, stop_at: int | None = None,
+         precision: str | None = None) -> Path:
     """Train a generator on the training split of ``data_root``; write the run to ``out_dir``.
 
     With ``resume=True`` an interrupted run continues from its last checkpoint with the config it was
@@ -167,7 +182,7 @@ def fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resum
         upgrade_legacy_train(train_saved, str(saved.get("device", "cpu")).split(":")[0])
         cfg = build_fit_config(saved["config"]["profile"], None, _flatten(saved["config"]))
         data_root = saved["data"]["root"] if data_root is None else data_root
-    elif out.exists() and any(out.iterdir()):
+    elif entries(out):
         raise RetinaSynthError(f"{out}: run directory is not empty; pass --resume to continue it or "
                                "choose a new --out.")
     if data_root is None:
