@@ -50,7 +50,8 @@ from retinasynth.profiles import BENCH_PROFILES
                    "run without --cells finds every run cached and writes it. Under torchrun each rank takes "
                    "RANK/WORLD_SIZE by itself.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N", help="auto (cuda if available, else cpu), cpu, "
+              "cuda or cuda:N; checked before anything runs.")
 def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, overrides, test_data, precision,
                          allow_mixed_code, allow_unverified_synth, cells, quiet, device) -> None:
     """Train segmenters on real, real+synthetic and synthetic pairs; score them on REAL test images."""

@@ -11,7 +11,7 @@ import click
 
 from retinasynth import __version__
 from retinasynth.errors import RetinaSynthError
-from retinasynth.profiles import DEFAULT_SOURCES, FIT_PROFILES
+from retinasynth.profiles import BENCH_PROFILES, DEFAULT_SOURCES, FIT_PROFILES
 from retinasynth.progress import ensure_line_start, message_mode
 from retinasynth.synth.appearance import DEFAULT_APPEARANCE, appearance_names
 
@@ -51,7 +51,7 @@ def data() -> None:
 
 @data.command("inspect")
 @click.argument("path", type=click.Path(path_type=str))
-@click.option("--layout", default=None, help="Force a layout: drive, kaggle, chase, stare, hrf, generic.")
+@click.option("--layout", default=None, help="Force a layout: drive, kaggle, chase, stare, hrf, nnunet, generic.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def data_inspect(path: str, layout: str | None, as_json: bool) -> None:
     """Report a dataset folder's layout, splits, sizes, mask values, FOV and problems."""
@@ -77,8 +77,21 @@ def data_phantom(n: int, out_dir: str, size: int, seed: int) -> None:
     click.echo(f"{n} phantom image/mask/FOV triplets written to {out} (generic layout)")
 
 
+DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda or cuda:N; checked before anything runs."
+
+
+def check_device(ctx, param, value):
+    """--device checked up front (retinasynth.device.pick_device): a bad one is one `error:` line, exit 2."""
+    if value not in (None, "auto"):
+        from retinasynth.device import pick_device
+
+        pick_device(value)
+    return value
+
+
 def _device_option(f):
-    return click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")(f)
+    return click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N", callback=check_device,
+                        help=DEVICE_HELP)(f)
 
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # = retinasynth.precision.PRECISIONS (no torch import here)
@@ -233,6 +246,41 @@ def synthesize(run_dir, n, out_dir, merge_out, shard_dirs, sources, seed, sample
     click.echo(f"{r['n']} pairs in {r['out']} ({', '.join(f'{k} {v}' for k, v in sorted(r['counts'].items()))}); "
                f"{t['pairs_this_call']} rendered in {t['total_s']:.1f} s, generator {t['generator_s']:.1f} s; "
                f"preview: {r['out']}/preview.png")
+
+
+@main.command("env")
+@click.option("--profile", type=click.Choice(BENCH_PROFILES), default="cpu", show_default=True,
+              help="The benchmark profile whose models are counted (and timed with --measure).")
+@click.option("--measure", is_flag=True, help="Time a few segmenter steps here and estimate the benchmark's hours.")
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+@_device_option
+def env_command(profile, measure, as_json, device) -> None:
+    """What auto resolves to here: device, precision, memory format, CPU flags; the benchmark's models."""
+    from retinasynth.envinfo import describe_env, format_env
+
+    info = describe_env(device, profile, measure)
+    click.echo(json.dumps(info, indent=2) if as_json else format_env(info))
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["nnunet", "monai"]), required=True,
+              help="nnunet: an nnU-Net v2 raw dataset (imagesTr/<case>_0000.png, labelsTr/, dataset.json); monai: "
+                   "images/, labels/ and datalist.json (monai.data.load_decathlon_datalist).")
+@click.option("--synth", "synth_dir", type=click.Path(path_type=str), default=None,
+              help="A synthetic set written by synthesize.")
+@click.option("--real", "real_dir", type=click.Path(path_type=str), default=None,
+              help="A real dataset (any supported layout): its training split joins the export (never its test split).")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
+              help="Output folder (for nnU-Net: nnUNet_raw/DatasetXXX_Name).")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--quiet", is_flag=True)
+def export(fmt, synth_dir, real_dir, out_dir, overwrite, quiet) -> None:
+    """Write a synthetic set (and a real training split) as an nnU-Net or MONAI dataset."""
+    from retinasynth.data.export import export as run_export
+
+    r = run_export(out_dir, fmt, synth=synth_dir, real=real_dir, progress=not quiet, overwrite=overwrite)
+    click.echo(f"{r['n']} cases ({r['counts']['synthetic']} synthetic, {r['counts']['real']} real) written to {r['out']} "
+               f"as {fmt}")
 
 
 @main.command()

@@ -95,3 +95,19 @@ def describe(precision: str, device: torch.device | str) -> dict:
     elif dev.type == "cuda" and torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(dev)
     return info
+
+
+# Memory format (NHWC "channels_last" or NCHW), chosen like the precision: by the device and the resolved
+# precision, from measurements (benchmarks/RESULTS.md, the speed table; `benchmarks/speed.py --channels-last`).
+# On the 2-core Xeon with AMX: the fit step at bf16 1.10x faster in channels_last, at fp32 0.96x; generator
+# inference 0.93x at both; the benchmark's segmenter 1.18x (fp32) / 1.29x (bf16), on the EPYC 1.11x: it is
+# always channels_last (SegmenterConfig.channels_last). On CUDA, channels_last is what cuDNN's tensor cores prefer.
+def fit_channels_last(device: torch.device | str, precision: str) -> bool:
+    """Whether `fit` trains G and D in channels_last when ``train.channels_last`` is null (auto)."""
+    dev = torch.device(device)
+    return dev.type == "cuda" or (dev.type == "cpu" and precision == "bf16")
+
+
+def infer_channels_last(device: torch.device | str, precision: str) -> bool:
+    """Whether generator inference (`synthesize`, `evaluate`) runs in channels_last."""
+    return torch.device(device).type == "cuda"

@@ -30,10 +30,11 @@ import torch
 from safetensors.torch import load
 
 from retinasynth.config import from_dict
+from retinasynth.device import pick_device
 from retinasynth.errors import RetinaSynthError
 from retinasynth.models.condition import full_condition, tensor_to_image
 from retinasynth.models.factory import ModelConfig, create_generator
-from retinasynth.precision import autocast, resolve_precision
+from retinasynth.precision import autocast, infer_channels_last, resolve_precision
 
 __all__ = ["Generator", "load_generator", "load_weights", "pick_device", "read_run_config"]
 
@@ -135,12 +136,6 @@ def read_run_config(run_dir: str | Path) -> dict:
 
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @dataclass
 class Generator:
     """A trained generator with what is needed to use it: config, geometry, weights' sha256."""
@@ -152,6 +147,7 @@ class Generator:
     weights_sha256: str
     device: torch.device
     precision: str = "fp32"  # resolved ('fp32', 'bf16' or 'fp16'): G's forward runs under its autocast
+    channels_last: bool = False  # memory format of the weights (retinasynth.precision.infer_channels_last)
 
     @torch.no_grad()
     def render(self, masks: np.ndarray | list[np.ndarray], fovs: np.ndarray | list[np.ndarray],
@@ -203,5 +199,6 @@ def load_generator(run_dir: str | Path, ema: bool = True, device: str | None = N
     sha = load_weights(weights, net)
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
-    net.to(dev).eval()
-    return Generator(net, model_cfg, int(cfg["config"]["data"]["size"]), run_dir, sha, dev, prec)
+    cl = infer_channels_last(dev, prec)
+    net.to(dev, memory_format=torch.channels_last if cl else torch.contiguous_format).eval()
+    return Generator(net, model_cfg, int(cfg["config"]["data"]["size"]), run_dir, sha, dev, prec, cl)

@@ -87,7 +87,7 @@ def shutdown() -> None:
 
 def rank_device(device: str | None, ranks: Ranks) -> str | None:
     """One GPU per local rank when CUDA is used under torchrun; otherwise the device as given."""
-    if ranks.distributed and torch.cuda.is_available() and device in (None, "cuda"):
+    if ranks.distributed and torch.cuda.is_available() and device in (None, "auto", "cuda"):
         return f"cuda:{ranks.local_rank}"
     return device
 

@@ -142,13 +142,20 @@ def test_inspect_folder_with_no_layout_exits_2(run, tmp_path):
     assert "matches no known dataset layout" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_inspect_forced_layout_that_finds_nothing_is_a_problem(run, tmp_path, make_drive):
+def test_inspect_forced_layout_that_finds_nothing_is_an_error(run, tmp_path, make_drive):
     root = make_drive(tmp_path / "DRIVE")
     r = run(root, "--json", "--layout", "kaggle")
-    assert r.exit_code == 1
-    rep = json.loads(r.stdout)
-    assert rep["layout"] == "kaggle" and rep["n_samples"] == 0
-    assert len(rep["problems"]) == 1 and "no samples found as the kaggle layout" in rep["problems"][0]
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith(f"error: {root}: no image/mask pairs found as the kaggle layout")
+    assert r.stderr.count("\n") == 1
+
+
+def test_inspect_folder_without_pairs_is_an_error(run, tmp_path):
+    for sub in ("images", "masks"):
+        (tmp_path / "pairs" / sub).mkdir(parents=True)
+    r = run(tmp_path / "pairs")
+    assert r.exit_code == 2 and "no image/mask pairs found as the generic layout" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.output
 
 
 def test_profile_choices_come_from_the_registries_without_torch():

@@ -68,6 +68,7 @@ from retinasynth.bench.runner import (
 )
 from retinasynth.data.dataset import load_dataset
 from retinasynth.data.preprocess import enhance
+from retinasynth.device import pick_device
 from retinasynth.errors import ConfigError, DataError
 from retinasynth.locking import hold, read_holders, try_hold
 from retinasynth.metrics.seg import METRICS
@@ -146,13 +147,11 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
         share = (ranks.rank, ranks.world)
         progress = progress and ranks.main
         device = rank_device(device, ranks)
+    dev = pick_device(device)  # checked first: a bad --device is refused before anything is read
     synth_arms = [a for a in cfg.arms if get_arm(a).uses_synth]
     if synth_arms and synth_data is None:
         raise ConfigError(f"arms {', '.join(synth_arms)} need synthetic pairs: pass --synth DIR, or run only "
                           f"arms without them with -o bench.arms={','.join(a for a in cfg.arms if a not in synth_arms) or 'real'}.")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu.")
     externals = parse_test_data(test_data)
     threads_before = torch.get_num_threads()
     if cfg.threads:

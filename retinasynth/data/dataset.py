@@ -193,13 +193,14 @@ def load_record(rec: Record, cfg: DataConfig, problems: list[str]) -> Sample | N
     return Sample(rec.id, rec.split or "train", image, mask, fov, str(rec.image), fov_source, native, str(rec.mask))
 
 
-def load_dataset(root: str | Path, split: str = "train", cfg: DataConfig | None = None,
+def load_dataset(root: str | Path, split: str | None = None, cfg: DataConfig | None = None,
                  progress: bool = False) -> Dataset:
     """Load a dataset folder as downloaded.
 
     Args:
         root: the dataset's root folder (DRIVE, Kaggle, CHASE_DB1, STARE, HRF or generic layout).
-        split: 'train', 'test' or 'all'. Datasets without an official split get a seeded one.
+        split: 'train', 'test' or 'all'. Datasets without an official split get a seeded one. None (the
+            default): 'all' for a synthetic set written by `retinasynth synthesize` (every pair), else 'train'.
         cfg: how to read and resize; defaults to ``DataConfig()``.
         progress: show a progress bar while decoding.
 
@@ -207,6 +208,8 @@ def load_dataset(root: str | Path, split: str = "train", cfg: DataConfig | None 
         DataError: one line listing every problem found (missing pairs, corrupt files, size mismatch).
     """
     cfg = cfg or DataConfig()
+    if split is None:
+        split = "all" if (Path(root) / "synth.json").is_file() else "train"
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     root = Path(root)

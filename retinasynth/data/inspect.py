@@ -17,9 +17,10 @@ def inspect_dataset(root: str | Path, layout: str | None = None) -> dict:
     cfg = DataConfig(layout=layout, size=None)
     lay, index, records = index_dataset(root, cfg)
     problems = list(index.problems)
-    if not records and not problems:  # e.g. a forced --layout that does not fit the folder
-        problems.append(f"{Path(root)}: no samples found as the {lay.name} layout (expects {lay.expects}); "
-                        "check the folder or the --layout option.")
+    if not records:  # an empty folder, or a forced --layout that does not fit it: nothing to report on
+        why = f" ({problems[0].split(': ', 1)[-1]}{' and more' if len(problems) > 1 else ''})" if problems else ""
+        raise DataError(f"{Path(root)}: no image/mask pairs found as the {lay.name} layout (expects {lay.expects})"
+                        f"{why}; check the folder or the --layout option.")
     splits: Counter = Counter()
     sizes: Counter = Counter()
     fov_sources: Counter = Counter()

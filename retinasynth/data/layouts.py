@@ -200,6 +200,46 @@ class HRF(Layout):
         return Index([Record(i, imgs[i], masks[i], fovs.get(i)) for i in ids], problems, "seeded")
 
 
+class NNUNet(Layout):
+    """An nnU-Net v2 raw dataset: ``imagesTr/<case>_0000.png`` + ``labelsTr/<case>.png`` (label 1 = vessel), optional
+    ``imagesTs/`` + ``labelsTs/`` (the test split), ``dataset.json``. The RGB photograph is the one channel file
+    ``_0000`` (nnU-Net's natural-image reader); ``fovTr/``/``fovTs/`` (written by `retinasynth export`, ignored
+    by nnU-Net) hold FOV masks where present."""
+
+    name = "nnunet"
+    expects = "imagesTr/<case>_0000.png + labelsTr/<case>.png (+ imagesTs/, labelsTs/, dataset.json)"
+
+    def detect(self, root: Path) -> bool:
+        return (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir()
+
+    def index(self, root: Path) -> Index:
+        problems: list[str] = []
+        recs: list[Record] = []
+        for split, tag in (("train", "Tr"), ("test", "Ts")):
+            if not (root / f"images{tag}").is_dir():
+                continue
+            imgs = {}
+            for p in _files(root / f"images{tag}"):
+                m = re.match(r"^(.+)_(\d{4})$", _stem(p))
+                if m is None:
+                    problems.append(f"{root}/images{tag}: {p.name} lacks nnU-Net's channel suffix (expected "
+                                    "<case>_0000.png)")
+                elif m.group(2) == "0000":
+                    imgs[m.group(1)] = p
+                else:
+                    problems.append(f"{root}/images{tag}: {p.name} is a second channel file; retinasynth reads one "
+                                    "RGB file per case (<case>_0000.png)")
+            if not (root / f"labels{tag}").is_dir():  # an unlabelled test split: nothing to score
+                continue
+            masks = {_stem(p): p for p in _files(root / f"labels{tag}")}
+            fovs = {_stem(p): p for p in _files(root / f"fov{tag}")}
+            for i in _pair(imgs, masks, f"{root}/images{tag}", problems, f" (expected labels{tag}/<case>.png)"):
+                recs.append(Record(i, imgs[i], masks[i], fovs.get(i), split))
+        if any(r.split == "test" for r in recs):
+            return Index(recs, problems)
+        return Index(recs, problems, TRAIN_ONLY)
+
+
 _MASK_SUFFIXES = ("_mask", "_manual1", "_label", "_seg", "_vessels", "_gt")
 
 
@@ -245,5 +285,6 @@ class Generic(Layout):
 
 
 LAYOUTS: dict[str, Callable[[], Layout]] = {
-    "drive": DRIVE, "kaggle": Kaggle, "hrf": HRF, "chase": CHASE, "stare": STARE, "generic": Generic,
+    "drive": DRIVE, "kaggle": Kaggle, "hrf": HRF, "chase": CHASE, "stare": STARE, "nnunet": NNUNet,
+    "generic": Generic,
 }

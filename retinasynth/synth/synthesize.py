@@ -37,6 +37,7 @@ from retinasynth.config import from_dict
 from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.data.preprocess import resize_image, resize_mask
 from retinasynth.data.similarity import mask_digest
+from retinasynth.device import pick_device
 from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.locking import clear, entries, hold
 from retinasynth.precision import PRECISIONS, describe
@@ -278,7 +279,9 @@ def _synthesize(run_dir, out: Path, cfg: SynthConfig, resume: bool, overwrite: b
             "run_data": {k: run_data.get(k) for k in ("root", "layout", "train_ids", "val_ids", "config",
                                                        "fingerprint", "sample_fingerprints", "image_signatures")},
             "n": cfg.n, "resolution": res, "mix": mix, "stochastic": stochastic,
-            "precision": describe(gen.precision, gen.device), "record": record, "status": "running"}
+            "precision": describe(gen.precision, gen.device),
+            "memory_format": "channels_last" if gen.channels_last else "contiguous", "record": record,
+            "status": "running"}
     if styles:
         from retinasynth.data.similarity import encode_signature
 
@@ -532,14 +535,13 @@ def consistency_filter(out: Path, recs: list[dict], model_path: str, min_dice: f
     Scores go into the manifest (``consistency_dice``); dropped pairs' files are deleted and their
     manifest lines moved to ``filtered_out.jsonl``, so a resume does not render them again.
     """
-    import torch
 
     from retinasynth.data.io import read_image, read_mask
     from retinasynth.metrics.seg import dice
     from retinasynth.segmenter import load_segmenter
     from retinasynth.segmenter.model import segment_at_working_size
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     model, seg_cfg = load_segmenter(model_path, dev)
     kept, dropped = [], []
     it = recs

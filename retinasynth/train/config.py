@@ -46,7 +46,9 @@ class TrainConfig:
     # natively (CPUs with avx512_bf16/amx_bf16, CUDA with bf16), fp16 + grad scaler on CUDA without bf16,
     # else fp32; fp32/bf16/fp16 force one. A run's config.json holds the resolved value (what a resume uses).
     precision: str = "auto"
-    channels_last: bool | None = None  # None: on for CUDA, off for CPU (measured slower there)
+    # None: by device and precision (retinasynth.precision.fit_channels_last: CUDA, or a CPU at bf16); a run's
+    # config.json holds the resolved value.
+    channels_last: bool | None = None
     compile: bool = False
     threads: int | None = None  # CPU threads; None = all cores
 

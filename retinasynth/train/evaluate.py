@@ -162,6 +162,7 @@ def _evaluate(run_dir, data_root, split: str, out: Path, notebook_size: int, ema
                                          "sound_protocol": block("meanimage_sound_")},
         "notebook_reported": dict(NOTEBOOK_REPORTED),
         "precision": describe(gen.precision, gen.device),
+        "memory_format": "channels_last" if gen.channels_last else "contiguous",
         "record": run_record(),
     }
     if reader:

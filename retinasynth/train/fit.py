@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from retinasynth.data.dataset import Dataset, load_dataset
 from retinasynth.data.transforms import apply_paired, gan_augmentation, seed_pipeline
+from retinasynth.device import pick_device
 from retinasynth.errors import ConfigError, RetinaSynthError
 from retinasynth.locking import entries, hold
 from retinasynth.models.condition import (
@@ -26,7 +27,14 @@ from retinasynth.models.condition import (
 )
 from retinasynth.models.factory import create_discriminator, create_generator
 from retinasynth.models.losses import GANLoss, feature_matching, gan_mean, reconstruction_l1, scales
-from retinasynth.precision import PRECISIONS, autocast, describe, grad_scaler, resolve_precision
+from retinasynth.precision import (
+    PRECISIONS,
+    autocast,
+    describe,
+    fit_channels_last,
+    grad_scaler,
+    resolve_precision,
+)
 from retinasynth.provenance import run_record, write_png_atomic
 from retinasynth.rundir import read_run_config
 from retinasynth.scaleout import Ranks as _Dist  # one definition of rank/world/local_rank for all commands
@@ -187,7 +195,7 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
                                "choose a new --out.")
     if data_root is None:
         raise RetinaSynthError("no training data given; pass --data PATH.")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     dd = _init_distributed(dev.type)
     if dd.world > 1:
         dist.barrier()  # every rank has checked --out before rank 0 writes into it
@@ -208,7 +216,12 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
     G = create_generator(cfg.model, depth).to(dev)
     D = create_discriminator(cfg.model).to(dev)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
-    channels_last = t.channels_last if t.channels_last is not None else dev.type == "cuda"
+    if t.channels_last is not None:
+        channels_last = t.channels_last
+    elif resume:  # a run recorded before the memory format was resolved and recorded: the rule of its time
+        channels_last = dev.type == "cuda"
+    else:  # by device and precision, as measured (retinasynth.precision.fit_channels_last)
+        channels_last = fit_channels_last(dev, prec)
     if channels_last:
         G, D, ema = (m.to(memory_format=torch.channels_last) for m in (G, D, ema))
     opt_g = torch.optim.Adam(G.parameters(), t.lr, betas=(t.beta1, t.beta2))
@@ -221,13 +234,15 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
     data_fp = ds.fingerprint()  # hashed once: checked on resume, stored in every checkpoint
     config = cfg.to_dict()
     config["train"]["precision"] = prec  # the resolved precision: what a resume runs at
+    config["train"]["channels_last"] = channels_last  # and the resolved memory format
     payload = {"config": config, "generator": {"depth": depth, "in_channels": cfg.model.in_channels},
                "data": {**ds.describe(), "train_ids": [s.id for s in train], "val_ids": [s.id for s in val],
                         # near-duplicate signatures: lets the benchmark's leakage guard compare the generator's
                         # training images with evaluated ones without this data folder
                         "image_signatures": image_signatures(ds.samples)},
                "record": run_record(t.seed), "world_size": dd.world, "device": str(dev),
-               "precision": {**describe(prec, dev), "requested": requested or t.precision}, "status": "running"}
+               "precision": {**describe(prec, dev), "requested": requested or t.precision},
+               "memory_format": "channels_last" if channels_last else "contiguous", "status": "running"}
     st = ck.load_checkpoint(out, G, ema) if resume else None
     if st is not None:
         # runs started before the FOV masks were hashed recorded the legacy fingerprint
