@@ -65,7 +65,7 @@ def test_export_round_trip(fmt, tmp_path, real_root, make_fundus, save_image, cl
     r = cli("export", "--format", fmt, "--synth", synth, "--real", real_root, "--out", out, "--quiet")
     assert r.exit_code == 0, r.output
     assert "7 cases (3 synthetic, 4 real)" in r.output
-    src = {s.id: s for s in load_dataset(synth, None, DataConfig(size=None))}
+    src = {f"syn_{s.id}": s for s in load_dataset(synth, None, DataConfig(size=None))}  # ids s0.. -> syn_s0..
     src.update({f"real_{s.id}": s for s in load_dataset(real_root, "train", DataConfig(size=None))})
     if fmt == "nnunet":
         meta = json.loads((out / "dataset.json").read_text())
