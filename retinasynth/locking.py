@@ -139,6 +139,7 @@ def hold(folder: str | Path, shared: bool = False, what: str = "the folder") -> 
     if folder.exists() and not folder.is_dir():
         raise RetinaSynthError(f"{folder}: exists and is a file; choose a folder.")
     created = not folder.exists()
+    lock_created = created or not (folder / LOCK_NAME).exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = _acquire(folder / LOCK_NAME, shared)
@@ -150,10 +151,13 @@ def hold(folder: str | Path, shared: bool = False, what: str = "the folder") -> 
     try:
         yield folder
     except BaseException:
-        if created and not entries(folder):  # a command refused before writing anything leaves no folder
+        # A command refused before writing anything leaves the folder as it found it: no lock file it made, and
+        # no folder it made.
+        if lock_created:  # the file only records holders: dropping it while holding the lock is safe
             with contextlib.suppress(OSError):
                 (folder / LOCK_NAME).unlink()
-                folder.rmdir()
+                if created and not entries(folder):
+                    folder.rmdir()
         raise
     finally:
         lock.release()

@@ -407,9 +407,17 @@ def test_validation_mode_never_loads_the_test_split(tmp_path, make_fundus, save_
     with pytest.raises(ConfigError, match=r"exceed the 3 training images left after holding out 2"):
         benchmark_downstream(root, None, tmp_path / "o3", tiny("arms=real", "eval=val", "val_count=2",
                                                                 "regimes=[4]"), progress=False)
-    with pytest.raises(ConfigError, match="drop --test-data"):
-        benchmark_downstream(root, None, tmp_path / "o4", tiny("arms=real", "eval=val"), test_data=root,
-                             progress=False)
+    # an external set beside eval=val is an external *validation* set (e.g. STARE): scored, while the real
+    # dataset's test split is still never decoded
+    from conftest import write_external
+
+    ext = write_external(tmp_path / "ext")
+    opened.clear()
+    res = benchmark_downstream(root, None, tmp_path / "o4", tiny("arms=real", "eval=val", "val_count=2",
+                                                                  "regimes=[1]"), test_data=f"ext={ext}",
+                               progress=False)
+    assert not any("/real/test/" in p or p.startswith(str(root / "test")) for p in opened)
+    assert {ev for r in res["runs"] for ev in r["scores"]} == {"val", "ext"}
 
 
 # The statistics' unit tests (bootstrap, paired, families, Holm) are in tests/test_bench_stats.py.

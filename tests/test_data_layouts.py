@@ -220,7 +220,7 @@ def test_unknown_layout_name_lists_valid_names():
     assert "'drvie'" in msg and "\n" not in msg
     for name in LAYOUTS:
         assert name in msg
-    assert set(LAYOUTS) == {"drive", "kaggle", "chase", "stare", "hrf", "generic"}
+    assert set(LAYOUTS) == {"drive", "kaggle", "chase", "stare", "hrf", "nnunet", "generic"}
 
 
 # --- Sample contract, ids and seeded splits -----------------------------------------------------

@@ -23,7 +23,7 @@ def _tree(out: Path) -> dict[str, bytes]:
     """Every file of a folder (relative path -> bytes), synth.json without its volatile fields."""
     files = {}
     for p in sorted(out.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.name != ".retinasynth.lock":  # who held the folder, not its content
             rel = str(p.relative_to(out))
             if rel == "synth.json":
                 meta = json.loads(p.read_text())

@@ -22,6 +22,7 @@ import pytest
 from retinasynth.config import from_dict
 from retinasynth.data.dataset import DataConfig, load_dataset
 from retinasynth.errors import ConfigError, RetinaSynthError
+from retinasynth.locking import LOCK_NAME
 from retinasynth.masks import replay
 from retinasynth.provenance import sha256_file
 from retinasynth.rundir import load_generator
@@ -81,7 +82,7 @@ def test_writes_exactly_n_pairs(reference):
     for sub in ("images", "masks", "fov"):
         assert sorted(p.name for p in (out / sub).iterdir()) == [f"{i}.png" for i in _ids(N)]
     assert not (out / PARTIAL).exists()
-    assert {p.name for p in out.iterdir()} == {"images", "masks", "fov", "manifest.jsonl", "metadata.jsonl",
+    assert {p.name for p in out.iterdir()} - {LOCK_NAME} == {"images", "masks", "fov", "manifest.jsonl", "metadata.jsonl",
                                                "synth.json", "README.md", "preview.png"}
 
 

@@ -24,7 +24,7 @@ from retinasynth.metrics.image import notebook_scores, sound_scores
 from retinasynth.models.factory import ModelConfig, create_discriminator, create_generator
 from retinasynth.models.losses import GANLoss, reconstruction_l1
 from retinasynth.models.networks import PatchDiscriminator, UnetGenerator, init_weights, up_layer
-from retinasynth.precision import describe, resolve_precision
+from retinasynth.precision import describe, fit_channels_last, resolve_precision
 from retinasynth.provenance import sha256_file
 from retinasynth.rundir import load_generator
 from retinasynth.synth.phantom import write_phantom_dataset
@@ -250,6 +250,7 @@ def test_run_directory_contents(run_dir, data_root):
     assert cfg["config"]["train"]["steps"] == 4 and cfg["config"]["data"]["size"] == 64
     expected = _tiny_cfg().to_dict()
     expected["train"]["precision"] = resolve_precision("auto", "cpu")  # the resolved precision is recorded
+    expected["train"]["channels_last"] = fit_channels_last("cpu", expected["train"]["precision"])  # and format
     assert cfg["config"] == expected
     assert cfg["precision"] == {**describe(expected["train"]["precision"], "cpu"), "requested": "auto"}
     assert cfg["generator"] == {"depth": 6, "in_channels": 4}
@@ -527,7 +528,8 @@ def test_cli_evaluate_writes_metrics(cli, run_dir, data_root, tmp_path):
     r = cli("evaluate", "--run", run_dir, "--data", data_root, "--split", "test", "--out", out, "--reader-steps", "3")
     assert r.exit_code == 0, r.output
     assert "notebook protocol" in r.output and "sound protocol" in r.output and "vessel consistency" in r.output
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "metrics.json", "per_image.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".retinasynth.lock", "comparison.png", "metrics.json",
+                                                     "per_image.csv"]  # the lock file records the writer
     m = json.loads((out / "metrics.json").read_text())
     assert m["split"] == "test" and m["n_images"] == 2 and m["weights"] == "ema"
     assert m["weights_sha256"] == sha256_file(run_dir / ck.WEIGHTS_EMA)
