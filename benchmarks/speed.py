@@ -55,10 +55,12 @@ from retinasynth.train import build_fit_config
 
 FULL = {"fit_side": 256, "fit_batch": 1, "fit_ngf": None, "seg_batch": 8, "seg_patch": 96, "seg_image": 576,
         "infer_batch": 4,
-        "infer_side": 512, "matmul_n": 2048, "reps": 7, "warmup": 2}
+        "infer_side": 512, "matmul_n": 2048, "reps": 7, "warmup": 2, "conv_channels": 64, "conv_batch": 8,
+        "conv_side": 96}
 QUICK = {"fit_side": 64, "fit_batch": 1, "fit_ngf": 8, "seg_batch": 2, "seg_patch": 32, "seg_image": 64,
          "infer_batch": 1,
-         "infer_side": 64, "matmul_n": 256, "reps": 2, "warmup": 1}
+         "infer_side": 64, "matmul_n": 256, "reps": 2, "warmup": 1, "conv_channels": 8, "conv_batch": 1,
+         "conv_side": 16}
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "asimd",
          "bf16", "sve")
 
@@ -216,7 +218,24 @@ def seg_data(sz: dict, device: torch.device, precision: str, channels_last: bool
     return draw, {"image": side, "patch": sz["seg_patch"], "batch": sz["seg_batch"], "augment": "light"}
 
 
-WORKLOADS = {"fit_step": fit_step, "seg_step": seg_step, "seg_data": seg_data, "gen_infer": gen_infer}
+def conv3x3(sz: dict, device: torch.device, precision: str, channels_last: bool, compiled: bool = False):
+    """A closure running one 64->64 3x3 convolution (padding 1) on 8 x 64 x 96 x 96, forward only: the conv peak
+    of the machine at ``precision`` and memory format, next to the matmul peak."""
+    torch.manual_seed(0)
+    fmt = _fmt(channels_last)
+    c, n, s = sz["conv_channels"], sz["conv_batch"], sz["conv_side"]
+    conv = _maybe_compile(torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device, memory_format=fmt), compiled)
+    x = torch.randn(n, c, s, s, device=device).to(memory_format=fmt)
+
+    @torch.no_grad()
+    def call():
+        with autocast(precision, device):
+            conv(x)
+
+    return call, {"batch": n, "channels": c, "side": s}
+
+
+WORKLOADS = {"conv3x3": conv3x3, "fit_step": fit_step, "seg_step": seg_step, "seg_data": seg_data, "gen_infer": gen_infer}
 
 
 def matmul(n: int, device: torch.device, precision: str, reps: int, warmup: int) -> dict:
@@ -366,7 +385,7 @@ def report(result: dict) -> None:
               + ", ".join(f"{p} {mm[p]['gflops']:.1f} GFLOP/s" for p in ps)
               + "".join(f"; {p}/{base} {mm[f'{p}_over_{base}']:.2f}x" for p in others))
         head = (["workload", "layout", "GFLOP/call"] + [f"{p} s (GFLOP/s, % peak)" for p in ps]
-                + [f"{p} speedup" for p in others])
+                + [f"{p} speedup" for p in others] + [f"NHWC/NCHW {p}" for p in ps])
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for r in block["rows"]:
@@ -380,6 +399,8 @@ def report(result: dict) -> None:
             cells += [f"{r[p]['median_s']:.4f} ({r[p]['gflops']:.1f}, {100 * r[p]['share_of_matmul_peak']:.0f}%)"
                       for p in ps]
             cells += [f"{r[f'{p}_speedup']:.2f}x" for p in others]
+            cl = r.get("channels_last_speedup") or {}
+            cells += [f"{cl[p]:.2f}x" if p in cl else "" for p in ps]
             print("| " + " | ".join(cells) + " |")
 
 
