@@ -27,6 +27,7 @@ PLATEAU = 0.005
 
 
 def read_run(label: str, folder: Path) -> dict:
+    folder = Path(folder)
     res = json.loads((folder / "results.json").read_text())
     cfg = res["config"]
     rows = {}
@@ -49,7 +50,9 @@ def doublings(points: list[dict], ev: str, n: int) -> list[dict]:
     for a, b in zip(pts, pts[1:]):
         if b["steps"] == 2 * a["steps"] and n in a["dice"].get(ev, {}) and n in b["dice"].get(ev, {}):
             d = b["dice"][ev][n] - a["dice"][ev][n]
-            out.append({"from": a["steps"], "to": b["steps"], "gain": d, "plateau": d <= PLATEAU})
+            # a plateau: the doubling moves Dice by at most PLATEAU either way; a larger drop is past the peak
+            out.append({"from": a["steps"], "to": b["steps"], "gain": d, "plateau": abs(d) <= PLATEAU,
+                        "past_peak": d < -PLATEAU})
     return out
 
 
@@ -85,12 +88,13 @@ def main(argv=None) -> dict:
     for p in sorted(points, key=lambda p: (p["family"], p["steps"])):
         lines.append(f"| {p['family']} | {p['steps']} | {p['training_pixels']:.2e} | {p['train_wall_s_mean']:.0f} | "
                      + " | ".join(f"{p['dice'].get(ev, {}).get(n, float('nan')):.4f}" for ev in evals) + " |")
-    lines += ["", f"Each doubling of the steps (plateau: a gain <= {PLATEAU}):", ""]
+    lines += ["", f"Each doubling of the steps (plateau: Dice moves by <= {PLATEAU} either way):", ""]
     for f in families:
         for ev in evals:
             for d in curves[f][ev]:
                 lines.append(f"- {f}, {ev}: {d['from']} -> {d['to']} steps: {d['gain']:+.4f}"
-                             + (" (plateau)" if d["plateau"] else ""))
+                             + (" (plateau)" if d["plateau"] else " (past the peak: more steps hurt)"
+                                if d["past_peak"] else " (still rising)"))
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     import matplotlib
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from retinasynth.errors import RetinaSynthError
-from retinasynth.profiles import BENCH_PROFILES
+from retinasynth.profiles import BENCH_PROFILES, profiles_help
 
 
 @click.command("benchmark-downstream", context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,11 +22,11 @@ from retinasynth.profiles import BENCH_PROFILES
               help="Synthetic set written by `retinasynth synthesize` (needed unless only arm 'real' is run).")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
               help="Output folder; completed runs found in OUT/runs are reused (resume).")
-@click.option("--profile", type=click.Choice(BENCH_PROFILES), default="cpu", show_default=True,
-              help="cpu: the default protocol for 2 CPU cores (5 arms incl. the real-2x control); quick: the earlier, "
-                   "compute-bound one; full: GPU scale; demo / tiny: phantoms, minutes / seconds.")
+@click.option("--profile", default=None, metavar="|".join(BENCH_PROFILES),
+              help=profiles_help("the protocol") + " Default: cpu, or the profile --config records.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
-              help="JSON/YAML file with a 'bench' section (or top-level keys) overriding the profile.")
+              help="JSON/YAML file with a 'bench' section (or top-level keys) overriding the profile, or a "
+                   "benchmark's results.json (rebuilds its protocol; benchmarks/configs/ holds the retired profiles).")
 @click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one setting: SECTION.KEY=VALUE, or KEY=VALUE where only one section has KEY, e.g. "
                    "-o bench.steps=300 -o bench.arms=real,real+synth (repeatable).")

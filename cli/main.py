@@ -11,7 +11,7 @@ import click
 
 from retinasynth import __version__
 from retinasynth.errors import RetinaSynthError
-from retinasynth.profiles import BENCH_PROFILES, DEFAULT_SOURCES, FIT_PROFILES
+from retinasynth.profiles import BENCH_PROFILES, DEFAULT_SOURCES, FIT_PROFILES, profiles_help
 from retinasynth.progress import ensure_line_start, message_mode
 from retinasynth.synth.appearance import DEFAULT_APPEARANCE, appearance_names
 
@@ -109,14 +109,12 @@ def _precision_option(what: str, default: str | None = "auto", show: str | bool 
 @click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
               help="Dataset root folder (any supported layout). Only its training split is used.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True, help="Run directory to create.")
-@click.option("--profile", type=click.Choice(FIT_PROFILES), default="cpu", show_default=True,
-              help="cpu: 3900 steps at 512 px with texture terms and the disc plane, ~37 min on 2 CPU cores at bf16 "
-                   "(timings: README, Results); cpu-v4: without texture terms and disc plane, ~25 min; "
-                   "cpu-v5/cpu-v3/cpu-v2/cpu-v1: earlier defaults, kept "
-                   "so old runs reproduce; paper: the pix2pix recipe for "
-                   "GPUs; demo/tiny: minutes/seconds on phantoms.")
+@click.option("--profile", default=None, metavar="|".join(FIT_PROFILES),
+              help=profiles_help("the generator's training") + " Default: cpu, or the profile --config records.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
-              help="JSON/YAML file with data/model/train sections overriding the profile.")
+              help="JSON/YAML file with data/model/train sections overriding the profile, or a run's "
+                   "config.json (RUN/config.json rebuilds that run's settings; benchmarks/configs/ holds the retired "
+                   "profiles).")
 @click.option("-o", "--option", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one setting: SECTION.KEY=VALUE, or KEY=VALUE where only one section has KEY, e.g. "
                    "-o train.steps=2000 -o model.ngf=32 (repeatable).")

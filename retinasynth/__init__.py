@@ -9,9 +9,19 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_dataset": "retinasynth.data",
+    "DataConfig": "retinasynth.data",
     "detect_layout": "retinasynth.data",
     "inspect_dataset": "retinasynth.data",
     "RetinaSynthError": "retinasynth.errors",
+    # one call shape: inputs, output folder, config (retinasynth.api)
+    "fit": "retinasynth.api",
+    "synthesize": "retinasynth.api",
+    "benchmark": "retinasynth.api",
+    "evaluate": "retinasynth.api",
+    "FitConfig": "retinasynth.train.config",
+    "SynthConfig": "retinasynth.synth.synthesize",
+    "BenchConfig": "retinasynth.bench.config",
+    "PairDataset": "retinasynth.data.torchdata",
 }
 
 

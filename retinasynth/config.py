@@ -170,3 +170,32 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"override {item!r}: {p} is not a section.")
         node[parts[-1]] = parse_value(value.strip())
     return out
+
+
+def load_config_file(path: str | Path) -> tuple[dict, str | None]:
+    """A config file's settings and the profile name it records (None if it names none).
+
+    Besides a plain JSON/YAML config this reads what runs record: a fit run's ``config.json`` and a benchmark's
+    ``results.json`` (both hold the resolved config under ``config``), so a past run is rebuilt from its folder.
+    """
+    data = load_file(path)
+    if "format_version" in data and isinstance(data.get("config"), dict):
+        data = dict(data["config"])
+    profile = data.pop("profile", None)
+    if profile is not None and not isinstance(profile, str):
+        raise ConfigError(f"{path}: 'profile' must be a name, got {profile!r}.")
+    return data, profile
+
+
+def resolve_profile(kind: str, registry: dict, profile: str | None, recorded: str | None) -> tuple[dict, str]:
+    """The base settings and the name to record: an explicit ``profile`` must be in ``registry``; without one, a
+    config file's recorded profile (a retired name too: its file then holds every setting) or 'cpu'."""
+    from retinasynth.profiles import RETIRED
+
+    if profile is not None and profile not in registry:
+        hint = f" ('{profile}' was retired: use {RETIRED[profile]})" if profile in RETIRED else ""
+        if profile in RETIRED and RETIRED[profile].endswith(".json"):
+            hint = f" ('{profile}' was retired: pass --config {RETIRED[profile]})"
+        raise ConfigError(f"unknown {kind} profile {profile!r}{hint}; valid: {', '.join(registry)}.")
+    name = profile or recorded or "cpu"
+    return dict(registry.get(name, registry["cpu"])), name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,12 +30,13 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_profiles_build_and_validate():
-    for p in ("cpu", "full", "tiny"):
+    for p in ("cpu", "gpu", "tiny"):
         cfg = build_bench_config(p)
         assert cfg.profile == p and cfg.encoder_weights is None
     cpu = build_bench_config("cpu")
     assert cpu.arms == ("real", "real+synth", "synth", "pretrain", "real-2x") and cpu.regimes == (2, 5, 20) and cpu.seeds == (0, 1, 2)
-    assert build_bench_config("quick").arms == ("real", "real+synth", "synth") and cpu.preprocess == "green_clahe"
+    quick = build_bench_config(None, str(Path(__file__).resolve().parents[1] / "benchmarks/configs/bench-quick.json"))
+    assert quick.arms == ("real", "real+synth", "synth") and quick.profile == "quick" and cpu.preprocess == "green_clahe"
     cfg = build_bench_config("tiny", None, ["bench.arms=real,synth", "steps=3", "regimes=[1]"])
     assert cfg.arms == ("real", "synth") and cfg.steps == 3 and cfg.regimes == (1,)
 

@@ -170,6 +170,6 @@ def test_profile_choices_come_from_the_registries_without_torch():
     code = ("import sys\nfrom click.testing import CliRunner\nfrom retinasynth_cli.main import main\n"
             "for c in (['fit', '--help'], ['benchmark-downstream', '--help']):\n"
             "    r = CliRunner().invoke(main, c)\n    assert r.exit_code == 0, r.output\n"
-            "    assert 'paper' in r.output or 'quick' in r.output\n"
+            "    assert 'gpu:' in r.output and 'cpu-v1' not in r.output and 'quick' not in r.output, r.output\n"
             "assert 'torch' not in sys.modules, 'torch imported for --help'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -5,6 +5,7 @@ by default, the old default reachable by name). Tiny in-code datasets; seconds e
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import tiny, write_external
@@ -65,22 +66,29 @@ def test_pretrain_aug_fine_tunes_the_shared_pretraining_with_camera_augmentation
     assert labelled[("pretrain+aug", 2)] == {**labelled[("pretrain", 2)], "arm": "pretrain+aug"}
 
 
-def test_fit_profiles_new_default_and_the_old_one_by_name():
+def _recorded(name):
     from retinasynth.train.config import build_fit_config
 
-    default, old = build_fit_config("cpu"), build_fit_config("cpu-v1")
-    new = build_fit_config("cpu-v5")  # the default until 2026-12-01 afternoon: the default without the disc plane
+    return build_fit_config(None, str(Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / f"fit-{name}.json"))
+
+
+def test_fit_profiles_new_default_and_the_retired_ones_from_their_recorded_configs():
+    from retinasynth.train.config import build_fit_config
+
+    default, old = build_fit_config("cpu"), _recorded("cpu-v1")
+    assert old.profile == "cpu-v1" and old.train.precision == "fp32"  # the recorded name, the precision it ran at
+    new = _recorded("cpu-v5")  # the default until 2026-12-01 afternoon: the default without the disc plane
     assert default.model.disc_prior and not new.model.disc_prior and default.model.in_channels == 5
     assert replace(default.model, disc_prior=False) == new.model and default.train == new.train
     assert (new.model.upsample, new.model.discriminator, new.model.d_scales, new.train.vessel_l1,
             new.train.consistency, new.train.feature_matching, new.train.steps) == \
         ("resize", "multiscale", 2, 4.0, 1.0, 10.0, 3900)
-    v4 = build_fit_config("cpu-v4")  # the default of 2026-12-01, kept reachable: the same without texture terms
+    v4 = _recorded("cpu-v4")  # the default of 2026-12-01, kept reachable: the same without texture terms
     assert replace(new.train, consistency=0.0, feature_matching=0.0) == v4.train
     assert replace(new.model, discriminator="patchgan") == v4.model
-    v3 = build_fit_config("cpu-v3")  # the evening default, kept reachable: only the steps differ from cpu-v4
+    v3 = _recorded("cpu-v3")  # the evening default, kept reachable: only the steps differ from cpu-v4
     assert v3.train.steps == 3000 and replace(v3.train, steps=3900) == v4.train and v3.model == v4.model
-    v2 = build_fit_config("cpu-v2")  # the afternoon default, kept reachable: only the consistency weight differs
+    v2 = _recorded("cpu-v2")  # the afternoon default, kept reachable: only the consistency weight differs
     assert v2.train.consistency == 10.0 and replace(v2.train, consistency=0.0) == v3.train and v2.model == v4.model
     assert new.train.steps > old.train.steps == 2500
     # the old default, exactly as runs made with it recorded it (RESULTS.md section 1)

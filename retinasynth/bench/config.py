@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from retinasynth.bench.arms import ARMS
-from retinasynth.config import apply_overrides, from_dict, load_file
+from retinasynth.config import apply_overrides, from_dict, load_config_file, resolve_profile
 from retinasynth.errors import ConfigError
 from retinasynth.profiles import BENCH_PROFILES, check_registry
 from retinasynth.segmenter.config import SegmenterConfig, _as_tuple, _positive_int, upgrade_legacy
@@ -90,23 +90,19 @@ class BenchConfig(SegmenterConfig):
             raise ConfigError(f"bench.threads must be a positive integer or null, got {self.threads!r}.")
 
 
-# The dataclass defaults are the "quick" profile (the protocol of 2026-11-27, RESULTS.md section 6); "cpu" is the
-# default protocol, chosen on validation images (RESULTS.md section 8); timings of both are in RESULTS.md.
+# The benchmark's profiles. Retired ones are recorded configs under benchmarks/configs/ (bench-quick.json: the
+# dataclass defaults, the protocol of 2026-11-27; bench-cpu-v1.json: the 800-step protocol of benchmarks/results/
+# drive-cpu and its siblings); a results.json rebuilds its own protocol (--config OUT/results.json).
 PROFILES: dict[str, dict] = {
-    # The default protocol, chosen on validation images (benchmarks/RESULTS.md section 8 lists every
-    # configuration measured, with Dice, the learning-curve gap and minutes): the one closest to the bars
-    # of Dice >= 0.80 at n=20 and a learning-curve gap >= 0.02 on 2 CPU cores.
+    # The default protocol, chosen on validation images (benchmarks/RESULTS.md lists every configuration measured).
     # 'real-2x' is an arm: the compute-matched control of every arm at twice the steps; its n=20 cells are the
-    # plateau runs. The second control, 'real+aug' (camera-shift augmentation at the same compute), is opt-in
-    # (-o arms=...,real+aug) until a 2-CPU protocol has room for it: with it the protocol takes ~2.2 h here.
+    # plateau runs. The second control, 'real+aug' (camera-shift augmentation at the same compute), is opt-in.
     "cpu": {"arms": ["real", "real+synth", "synth", "pretrain", "real-2x"], "preprocess": "green_clahe", "size": 576,
             "patch": 96, "batch_size": 8, "steps": 800, "augment": "light", "infer_tile": 192,
             "infer_overlap": 0.5, "plateau": 1},
-    # The protocol before the data-bound one (RESULTS.md section 6): compute-bound, kept reproducible.
-    "quick": {},
-    # GPU scale: a standard U-Net/ResNet34 recipe on 256 patches.
-    "full": {"encoder": "resnet34", "encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16],
-             "patch": 256, "batch_size": 16, "steps": 4000, "lr": 1e-3},
+    # One GPU: a standard U-Net/ResNet34 recipe on 256 patches.
+    "gpu": {"encoder": "resnet34", "encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16],
+            "patch": 256, "batch_size": 16, "steps": 4000, "lr": 1e-3},
     # `retinasynth demo` on 128x128 phantom data: a few minutes on 2 CPU cores.
     "demo": {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [64, 32, 16], "patch": 64,
              "batch_size": 8, "steps": 150, "size": 128, "regimes": [2, 8], "seeds": [0, 1], "bootstrap": 1000},
@@ -119,19 +115,20 @@ PROFILES: dict[str, dict] = {
 check_registry("bench", PROFILES, BENCH_PROFILES)
 
 
-def build_bench_config(profile: str = "cpu", config_file: str | None = None,
+def build_bench_config(profile: str | None = None, config_file: str | None = None,
                        overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
-    """Profile defaults, then a config file (keys at top level or under ``bench:``), then overrides
-    (``bench.key=value`` or ``key=value``)."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}.")
-    data = {"bench": apply_overrides(PROFILES[profile], [])}
+    """Profile defaults, then a config file (keys at top level or under ``bench:``; a benchmark's results.json
+    or a recorded config under benchmarks/configs/ rebuilds its protocol), then overrides (``bench.key=value``
+    or ``key=value``). ``profile`` None: the profile the config file records, else 'cpu'."""
+    loaded, recorded = load_config_file(config_file) if config_file else ({}, None)
+    if isinstance(loaded.get("bench"), dict):
+        recorded = loaded["bench"].pop("profile", recorded)
+    base, name = resolve_profile("benchmark", PROFILES, profile, recorded)
+    data = {"bench": apply_overrides(base, [])}
     if config_file:
-        loaded = load_file(config_file)
         section = loaded.pop("bench", {})
         if not isinstance(section, dict):
             raise ConfigError(f"{config_file}: section 'bench' must be a mapping.")
-        loaded.pop("profile", None)
         data["bench"].update(upgrade_legacy({**loaded, **section}))
     from retinasynth.config import qualify_overrides
 
@@ -141,4 +138,4 @@ def build_bench_config(profile: str = "cpu", config_file: str | None = None,
     extra = sorted(set(data) - {"bench"})
     if extra:
         raise ConfigError(f"unknown config section(s) {', '.join(extra)}; valid: bench (e.g. -o bench.steps=100).")
-    return from_dict(BenchConfig, upgrade_legacy({**data["bench"], "profile": profile}), "bench.")
+    return from_dict(BenchConfig, upgrade_legacy({**data["bench"], "profile": name}), "bench.")

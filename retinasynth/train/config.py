@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from retinasynth.config import apply_overrides, from_dict, load_file, to_dict
+from retinasynth.config import apply_overrides, from_dict, load_config_file, resolve_profile, to_dict
 from retinasynth.data.dataset import DataConfig
 from retinasynth.errors import ConfigError
 from retinasynth.models.factory import ModelConfig
@@ -112,48 +112,20 @@ class FitConfig:
         return to_dict(self)
 
 
-# "cpu-v1": the default until 2026-11-30: ngf=ndf=48 at a 256 crop, 2500 steps on 512x512 DRIVE, sized for
-# 2 CPU cores at fp32 (RESULTS.md sections 1, 8, 15); "--profile cpu-v1 --precision fp32" reproduces its
-# generator (sha256 3e8fc89a...9404b0) bit for bit, so runs made with the old default stay reproducible.
-_CPU_V1 = {"data": {"size": 512}, "model": {"ngf": 48, "ndf": 48},
-           "train": {"steps": 2500, "crop": 256, "batch_size": 1}}
-# "cpu-v2": the default of 2026-11-30 afternoon: the same networks with the fidelity options (resize-convolution
-# upsampling: no stride-2 stripes; vessel-weighted L1 and the vessel-consistency loss at weight 10: thin vessels
-# drawn) and the steps that bf16 makes affordable within ~25 min on 2 CPU cores (RESULTS.md section 16). Its
-# renders are too clean (a real-trained reader finds their vessels more easily than in photographs).
-_CPU_V2 = {"data": {"size": 512}, "model": {"ngf": 48, "ndf": 48, "upsample": "resize"},
-           "train": {"steps": 3000, "crop": 256, "batch_size": 1, "vessel_l1": 4.0, "consistency": 10.0}}
-# "cpu-v3": cpu-v2 without the consistency loss (resize-convolution upsampling and vessel-weighted L1 kept), chosen
-# on held-out training images (evaluate --split val): the only candidate whose renders met all four of issue 20's
-# marks, the consistency proxy included; weight 3 was still too clean (RESULTS.md section 17).
-_CPU_V3 = {**_CPU_V2, "train": {**_CPU_V2["train"], "consistency": 0.0}}
-# "cpu-v4": cpu-v3 with the steps that fill the ~25 min a CPU fit may take at bf16 (issue 18), chosen on the same
-# held-out training images: 3900 steps (RESULTS.md section 18); the default of 2026-12-01, kept so its runs
-# (RESULTS.md section 19) reproduce, and the profile for a fit within 25 min. On all of DRIVE its thin vessels
-# were 0.65x real on test (issue 20's bar: 0.8x).
-_CPU_V4 = {**_CPU_V3, "train": {**_CPU_V3["train"], "steps": 3900}}
-# "cpu-v5": cpu-v4 with texture: the vessel-consistency loss at weight 1, a two-scale discriminator and pix2pixHD's
-# feature matching (weight 10), the only candidate that met all four of issue 20's render marks on the held-out
-# training images at bf16 (RESULTS.md section 19). Its step is slower (~1.8/s at bf16 on 2 cores): 37m45s on DRIVE.
-# Cut to the 25 min of cpu-v4 (2500 steps) it placed the disc 1.77x as far off as real photographs (section 20), and
-# refitted at fp32 it placed it 2.60x as far off (section 22). The default of 2026-12-01 morning to afternoon, kept so
-# its runs (runs/fit-cpu5, RESULTS.md sections 20-22) reproduce.
-_CPU_V5 = {**_CPU_V4, "model": {**_CPU_V4["model"], "discriminator": "multiscale", "d_scales": 2},
-           "train": {**_CPU_V4["train"], "consistency": 1.0, "feature_matching": 10.0}}
-# "cpu": cpu-v5 with the disc plane (model.disc_prior: where the mask's large vessels converge), which brought the
-# fp32 validation twin's disc offset from 2.60x to 1.25x real, all else within the marks (RESULTS.md section 23);
-# with camera looks its pairs were non-inferior on eval=val, so it became the default (section 24).
-_CPU = {**_CPU_V5, "model": {**_CPU_V5["model"], "disc_prior": True}}
+# "cpu": the generator chosen on held-out training images (benchmarks/RESULTS.md sections 18-24): ngf=ndf=48 at a
+# 256 crop of 512x512 frames, 3900 steps, resize-convolution upsampling, vessel-weighted L1, the vessel-consistency
+# loss at weight 1, a two-scale discriminator with pix2pixHD's feature matching, and the disc plane. The defaults it
+# replaced are recorded configs under benchmarks/configs/ (fit-cpu-v1.json ... fit-cpu-v5.json).
+_CPU = {"data": {"size": 512},
+        "model": {"ngf": 48, "ndf": 48, "upsample": "resize", "discriminator": "multiscale", "d_scales": 2,
+                  "disc_prior": True},
+        "train": {"steps": 3900, "crop": 256, "batch_size": 1, "vessel_l1": 4.0, "consistency": 1.0,
+                  "feature_matching": 10.0}}
 PROFILES: dict[str, dict] = {
     "cpu": _CPU,
-    "cpu-v5": _CPU_V5,
-    "cpu-v4": _CPU_V4,
-    "cpu-v3": _CPU_V3,
-    "cpu-v2": _CPU_V2,
-    "cpu-v1": _CPU_V1,
-    # The published pix2pix recipe (ngf=ndf=64, batch 1, lr 2e-4 constant then linear decay over
+    # One GPU: the published pix2pix recipe (ngf=ndf=64, batch 1, lr 2e-4 constant then linear decay over
     # 200 epochs): 200 epochs x 18 images of 512x512 in 4 crops of 256 each ~= 14400 steps.
-    "paper": {"data": {"size": 512}, "model": {"ngf": 64, "ndf": 64},
+    "gpu": {"data": {"size": 512}, "model": {"ngf": 64, "ndf": 64},
               "train": {"steps": 14400, "crop": 256, "batch_size": 1, "sample_every": 1000,
                         "ckpt_every": 1000}},
     # `retinasynth demo` on 128x128 phantom data: about two minutes on 2 CPU cores.
@@ -168,23 +140,25 @@ PROFILES: dict[str, dict] = {
 
 check_registry("fit", PROFILES, FIT_PROFILES)
 
-def build_fit_config(profile: str = "cpu", config_file: str | None = None,
-                     overrides: list[str] | tuple[str, ...] = ()) -> FitConfig:
-    """Profile defaults, then a config file, then `section.key=value` overrides."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}.")
-    data = apply_overrides(PROFILES[profile], [])
+def build_fit_config(profile: str | None = None, config_file: str | None = None,
+                     overrides: list[str] | tuple[str, ...] = (), recorded_profile: str | None = None) -> FitConfig:
+    """Profile defaults, then a config file, then `section.key=value` overrides.
+
+    ``profile`` None: the profile the config file records (a run's ``config.json`` or a recorded config under
+    benchmarks/configs/, whose settings are complete, so a retired name rebuilds exactly), else
+    ``recorded_profile``, else 'cpu'."""
+    loaded, recorded = load_config_file(config_file) if config_file else ({}, None)
+    base, name = resolve_profile("fit", PROFILES, profile, recorded or recorded_profile)
+    data = apply_overrides(base, [])
     if config_file:
-        for section, values in load_file(config_file).items():
-            if section == "profile":
-                continue
+        for section, values in loaded.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"{config_file}: section {section!r} must be a mapping.")
             data.setdefault(section, {}).update(values)
     from retinasynth.config import qualify_overrides
 
     data = apply_overrides(data, qualify_overrides(FitConfig, list(overrides)))
-    data["profile"] = profile
+    data["profile"] = name
     upgrade_legacy_train(data.get("train"))
     return from_dict(FitConfig, data)
 

@@ -188,7 +188,7 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
         legacy = isinstance(train_saved, dict) and "amp" in train_saved and "precision" not in train_saved
         requested = f"amp={train_saved['amp']}" if legacy else (saved.get("precision") or {}).get("requested")
         upgrade_legacy_train(train_saved, str(saved.get("device", "cpu")).split(":")[0])
-        cfg = build_fit_config(saved["config"]["profile"], None, _flatten(saved["config"]))
+        cfg = build_fit_config(None, None, _flatten(saved["config"]), recorded_profile=saved["config"].get("profile"))
         data_root = saved["data"]["root"] if data_root is None else data_root
     elif entries(out):
         raise RetinaSynthError(f"{out}: run directory is not empty; pass --resume to continue it or "
