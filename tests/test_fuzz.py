@@ -434,3 +434,31 @@ def test_fuzz_case_count(request):
     """Not a check: the number of fuzz cases in this module (printed at the end of the session)."""
     n = sum(1 for item in request.session.items if item.nodeid.startswith(request.node.nodeid.split("::")[0]))
     assert n >= 300
+
+
+# --- the folder lock (retinasynth.locking): a damaged lock file, and a held one whose records are damaged -----
+LOCK_DAMAGES = ["empty", "garbage", "json", "trunc50pct", "non_utf8"]
+
+
+@pytest.mark.parametrize("held", [False, True])
+@pytest.mark.parametrize("how", LOCK_DAMAGES + ["directory"])
+def test_fit_resume_with_a_damaged_lock_file(run_copy, data_root, how, held):
+    from retinasynth.locking import LOCK_NAME, hold
+
+    lock = run_copy / LOCK_NAME
+    if how == "directory":
+        lock.mkdir()
+    else:
+        lock.write_text('{"pid": 1, "host": "h", "started": "t", "command": "fit"}\n')
+        damage(lock, how)
+    if held and how != "directory":
+        with hold(run_copy):  # a live holder (this process, another open file): its records then damaged
+            damage(lock, how)
+            code, output = invoke("fit", "--resume", "--out", run_copy, "--quiet", "--data", data_root)
+        check(code, output)
+        assert code == 2 and str(run_copy) in output, output  # refused in one line, whatever the records hold
+    else:
+        code, output = invoke("fit", "--resume", "--out", run_copy, "--quiet", "--data", data_root)
+        check(code, output)
+        if how == "directory":
+            assert code == 2, output
