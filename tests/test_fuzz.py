@@ -447,6 +447,7 @@ def test_fit_resume_with_a_damaged_lock_file(run_copy, data_root, how, held):
 
     lock = run_copy / LOCK_NAME
     if how == "directory":
+        lock.unlink(missing_ok=True)
         lock.mkdir()
     else:
         lock.write_text('{"pid": 1, "host": "h", "started": "t", "command": "fit"}\n')
