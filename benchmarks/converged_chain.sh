@@ -2,26 +2,37 @@
 # The converged-protocol run of issue 34, as one resumable chain: rerun it after a kill and it continues (fit
 # --resume, synthesize --resume, the benchmark's cache). Run from the repository root, alone on the machine.
 #   benchmarks/converged_chain.sh [OUT_ROOT]      (default runs/converged)
-# Steps: the default generator on DRIVE's training split; 1000 synthetic pairs; the candidate protocol
-# (benchmarks/configs/bench-converged-candidate.json: patch 192, 3200 steps, arms real, real-2x, real+aug, synth,
-# pretrain, pretrain+aug, n = 2 and 20 (15 under eval=val: 5 images held out), seeds 0 and 1) scored on eval=val
-# and STARE. DRIVE test is not loaded: score
-# it once, at the end, with -o eval=test after the protocol is fixed.
-# Open question for whoever runs it: the 2x arms (real-2x, real+aug, pretrain, pretrain+aug) train 2 x 3200 steps,
-# and real at 6400 was past its peak on STARE (RESULTS §26); compare -o steps=1600 (2x arms at 3200) on eval=val first.
+# 1. selection, eval=val + STARE (DRIVE test not loaded): `real` n=15 under the warm-up-stable-decay schedule with
+#    its curve (800, 1600, 3200 steps) and `real-2x` (1600, 3200, 6400): the plateau under wsd, against the cosine
+#    runs of benchmarks/results/converge-search (RESULTS §26).
+# 2. the default generator on DRIVE's training split and its 1000 pairs.
+# 3. the protocol of record, benchmarks/configs/bench-converged-wsd.json (patch 192, 3200 steps, wsd, curve at 1/4
+#    and 1/2 of every run; arms real, real-2x, real+aug, synth, pretrain, pretrain+aug; n = 2 and 20; seeds 0, 1)
+#    on DRIVE test (scored once, by this step) and STARE. ~6.5 h on the 2-core AMX Xeon: more than one session;
+#    rerun the script to continue.
+# Touch $R/PAUSE to stop between steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-runs/converged}
 RS=.venv/bin/retinasynth
+D=../shared/data
 mkdir -p "$R"
+pause() { if [ -e "$R/PAUSE" ]; then echo "paused before $1 ($R/PAUSE)"; exit 0; fi; }
+pause selection
+$RS benchmark-downstream --data $D/DRIVE --test-data stare=$D/STARE --out "$R/select-wsd" \
+  --config benchmarks/configs/bench-converged-wsd.json -o eval=val -o arms=real,real-2x -o regimes=15 -o seeds=0
+pause fit
 if [ -e "$R/fit/config.json" ]; then
   grep -q '"status": "running"' "$R/fit/config.json" && $RS fit --resume --out "$R/fit" --quiet
 else
-  $RS fit --data ../shared/data/DRIVE --out "$R/fit" --quiet
+  $RS fit --data $D/DRIVE --out "$R/fit" --quiet
 fi
+pause synthesize
 if [ ! -e "$R/synth/synth.json" ]; then
   if [ -d "$R/synth" ]; then $RS synthesize --run "$R/fit" --n 1000 --out "$R/synth" --resume
   else $RS synthesize --run "$R/fit" --n 1000 --out "$R/synth"; fi
 fi
-$RS benchmark-downstream --data ../shared/data/DRIVE --synth "$R/synth" --out "$R/bench" \
-  --config benchmarks/configs/bench-converged-candidate.json -o eval=val -o "regimes=[2,15]" --test-data stare=../shared/data/STARE
+pause protocol
+$RS benchmark-downstream --data $D/DRIVE --synth "$R/synth" --out "$R/bench" \
+  --config benchmarks/configs/bench-converged-wsd.json --test-data stare=$D/STARE
+echo CHAIN-DONE

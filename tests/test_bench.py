@@ -287,9 +287,9 @@ def test_pretrain_arm_fine_tunes_the_cached_synth_model(tmp_path, real_root, syn
     calls = []
     real_train = bench_mod.train_segmenter
 
-    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None, **kw):
         calls.append((arm, len(real), len(synth), init is not None))
-        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init, **kw)
 
     monkeypatch.setattr(bench_mod, "train_segmenter", spy)
     out = tmp_path / "o"
@@ -324,9 +324,9 @@ def test_finetune_lr_changes_only_the_pretrain_fine_tune(tmp_path, real_root, sy
     lrs = []
     real_train = bench_mod.train_segmenter
 
-    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None, **kw):
         lrs.append((arm, init is not None, cfg.lr))
-        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init, **kw)
 
     monkeypatch.setattr(bench_mod, "train_segmenter", spy)
     res = benchmark_downstream(real_root, synth_dir, tmp_path / "o", tiny("arms=synth,pretrain", "regimes=[1]",
@@ -343,9 +343,9 @@ def test_pretrain_mix_pretrains_per_regime_on_real_and_synthetic_patches(tmp_pat
     calls = []
     real_train = bench_mod.train_segmenter
 
-    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None, **kw):
         calls.append((arm, len(real), len(synth), init is not None, cfg.synth_ratio))
-        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init, **kw)
 
     monkeypatch.setattr(bench_mod, "train_segmenter", spy)
     cfg = tiny("arms=synth,pretrain", "regimes=[1,2]", "steps=2", "pretrain_mix=0.25")

@@ -222,9 +222,9 @@ def test_real_aug_arm_is_real_2x_with_camera_augmentation(tmp_path, real_root, m
     seen = []
     real_train = runner_mod.train_segmenter
 
-    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None, **kw):
         seen.append((desc, arm, cfg.steps, cfg.augment))
-        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init, **kw)
 
     monkeypatch.setattr(runner_mod, "train_segmenter", spy)
     res = benchmark_downstream(real_root, None, tmp_path / "o", tiny("arms=real,real-2x,real+aug"), progress=False)

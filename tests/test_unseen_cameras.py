@@ -45,9 +45,9 @@ def test_pretrain_aug_fine_tunes_the_shared_pretraining_with_camera_augmentation
     seen = []
     real_train = runner_mod.train_segmenter
 
-    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None):
+    def spy(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None, **kw):
         seen.append((desc, arm, cfg.steps, cfg.augment, init is not None))
-        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init)
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init, **kw)
 
     monkeypatch.setattr(runner_mod, "train_segmenter", spy)
     res = benchmark_downstream(real_root, synth_dir, tmp_path / "o",

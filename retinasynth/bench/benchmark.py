@@ -47,11 +47,15 @@ from retinasynth.bench.plan import (
     val_ids,
 )
 from retinasynth.bench.report import (
+    arm_plateaus,
+    cost_rows,
+    curve_summary,
     family_sizes,
     learning_curve_warnings,
     paired_all,
     plateau_summary,
     plot_dice_vs_n,
+    plot_dice_vs_steps,
     report_markdown,
     summarize,
     write_summary_csv,
@@ -243,6 +247,8 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
     write_json_atomic(out / "results.json", results)
     write_summary_csv(out / "summary.csv", results["summary"])
     plot_dice_vs_n(out / "dice_vs_n.png", results["summary"], cfg.arms, cfg.regimes)
+    if results["curves"]:
+        plot_dice_vs_steps(out / "dice_vs_steps.png", results["curves"], cfg.arms, cfg.regimes)
     write_text_atomic(out / "report.md", report_markdown(results))
     if ranks is not None:
         ranks.finish()
@@ -275,6 +281,14 @@ def _run_cell(ctx: Context, cell: Cell, evals, eval_in, eval_fps, done: dict, co
             model = load_model(ctx, rec)
         score_model(ctx, model, cell.train_key, ev, eval_in[ev.name], skey)
         counts["scored"] += 1
+    for br in rec.get("branches", []):  # the shorter budgets of bench.curve, scored like the final model
+        bmodel = None
+        for ev in evals:
+            skey = score_key(ctx.cfg, br["train_key"], eval_fps[ev.name], ctx.env)
+            if cached_score(ctx, br["train_key"], ev, skey) is not None:
+                continue
+            bmodel = bmodel or load_model(ctx, br)
+            score_model(ctx, bmodel, br["train_key"], ev, eval_in[ev.name], skey)
 
 
 def _gather(ctx: Context, plan: list[Cell], evals, eval_fps) -> tuple[list[dict], list[dict]]:
@@ -295,8 +309,22 @@ def _gather(ctx: Context, plan: list[Cell], evals, eval_fps) -> tuple[list[dict]
             scores[ev.name] = {"mean": sc["mean"], "per_image": sc["per_image"]}
             keys[ev.name] = skey
             records.append(sc.get("record") or {})
+        curve = []
+        for br in rec.get("branches", []):
+            means = {}
+            for ev in evals:
+                sc = cached_score(ctx, br["train_key"], ev, score_key(ctx.cfg, br["train_key"], eval_fps[ev.name],
+                                                                       ctx.env))
+                if sc is None:
+                    raise DataError(f"{ctx.out}: the score of {cell.name} after {br['steps']} steps on {ev.name} is "
+                                    "missing; rerun the same command to complete it.")
+                means[ev.name] = sc["mean"]
+            curve.append({"steps": br["steps"], "total_steps": br["total_steps"], "mean": means})
+        if curve:
+            curve.append({"steps": rec["train"]["steps"], "total_steps": rec["total_steps"],
+                          "mean": {ev: v["mean"] for ev, v in scores.items()}})
         run = {**rec, "name": cell.name, "regime": cell.regime, "scores": scores, "score_keys": keys,
-               "score_records": records}
+               "score_records": records, **({"curve": curve} if curve else {})}
         (plateau_runs if cell.plateau else runs).append(run)
     return runs, plateau_runs
 
@@ -350,6 +378,7 @@ def _results(real_data, out: Path, cfg: BenchConfig, env: Environment, dev, trai
     if "real-2x" in cfg.arms:  # the arm's cells at the largest regime are the plateau runs
         plateau_runs = [r for r in runs if r["arm"] == "real-2x" and r["regime"] == n_max]
     rows = summarize(runs, cfg.arms, cfg.regimes)
+    curves = curve_summary(runs, cfg.arms, cfg.regimes)
     pairs = paired_all(runs, cfg.arms, cfg.regimes, cfg.bootstrap)
     warn = warn + learning_curve_warnings(pairs)
     slim = [{k: v for k, v in r.items() if k != "score_records"} for r in runs]
@@ -376,6 +405,9 @@ def _results(real_data, out: Path, cfg: BenchConfig, env: Environment, dev, trai
         "labelled": _labelled(cfg, synth_info),
         "runs": slim,
         "summary": rows,
+        "curves": curves,
+        "arm_plateaus": arm_plateaus(curves),
+        "cost": cost_rows(runs, cfg.arms),
         "paired": pairs,
         "n_comparisons": family_sizes(pairs),
         "plateau": plateau_summary(runs, plateau_runs, n_max, cfg.bootstrap) if plateau_runs else None,

@@ -38,6 +38,11 @@ class BenchConfig(SegmenterConfig):
             the batches.
         bootstrap: resamples of the crossed bootstrap behind every confidence interval.
         threads: CPU threads for torch; None = all cores.
+        curve: shorter budgets read off every model's run, as fractions of its steps (of the fine-tune for
+            'pretrain' arms), e.g. [0.25, 0.5]: each is scored like the full model and the report plots Dice
+            against steps per arm and states each arm's last doubling (its plateau). Needs
+            ``lr_schedule='wsd'``, whose shorter runs are branches of the longer one (~1.2x the cost for three
+            budgets, see :func:`~retinasynth.segmenter.model.train_segmenter`). Empty: the final model only.
     """
 
     profile: str = "cpu"
@@ -52,10 +57,11 @@ class BenchConfig(SegmenterConfig):
     val_count: int = 5
     val_seed: int = 0
     plateau: int = 0
+    curve: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("arms", "regimes", "seeds"):
+        for name in ("arms", "regimes", "seeds", "curve"):
             object.__setattr__(self, name, _as_tuple(getattr(self, name), name))
         if not _positive_int(self.bootstrap):
             raise ConfigError(f"bench.bootstrap must be a positive integer, got {self.bootstrap!r}.")
@@ -86,6 +92,13 @@ class BenchConfig(SegmenterConfig):
                 and 0 <= self.plateau <= len(self.seeds)):
             raise ConfigError(f"bench.plateau must be an integer in 0..{len(self.seeds)} (seeds with a 2x-steps "
                               f"run of 'real' at the largest regime), got {self.plateau!r}.")
+        if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0 for f in self.curve) \
+                or len(set(self.curve)) != len(self.curve):
+            raise ConfigError(f"bench.curve must be distinct fractions in (0, 1) of each model's steps (e.g. "
+                              f"0.25,0.5), got {list(self.curve)}.")
+        if self.curve and self.lr_schedule != "wsd":
+            raise ConfigError(f"bench.curve {list(self.curve)} reads shorter budgets off one run, which needs "
+                              f"bench.lr_schedule=wsd (got {self.lr_schedule!r}); add -o bench.lr_schedule=wsd.")
         if self.threads is not None and not _positive_int(self.threads):
             raise ConfigError(f"bench.threads must be a positive integer or null, got {self.threads!r}.")
 

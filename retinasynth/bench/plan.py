@@ -95,7 +95,19 @@ def training_settings(cfg: BenchConfig, arm: Arm) -> dict:
         v = getattr(cfg, k)
         if v != default:
             c[k] = v
+    if cfg.curve:  # left out when empty: keys recorded before the setting existed stay valid
+        c["curve"] = sorted(cfg.curve)
     return c
+
+
+def branch_budgets(cfg: BenchConfig, steps: int) -> tuple[int, ...]:
+    """The shorter budgets (``bench.curve`` fractions of ``steps``) read off a run of ``steps`` steps."""
+    return tuple(sorted({int(round(f * steps)) for f in cfg.curve} - {0, steps}))
+
+
+def branch_key(tkey: str, budget: int) -> str:
+    """The key of the model a run with training key ``tkey`` had after its ``budget``-step branch."""
+    return _sha({"run": tkey, "branch": budget})
 
 
 def arm_behaviour(arm: Arm) -> dict:

@@ -413,6 +413,7 @@ def report_markdown(results: dict) -> str:
                       pt, "", "### Verdict", ""]
             lines += verdict_lines(pairs, ev, present) + [""]
     lines += plateau_lines(results)
+    lines += curve_lines(results)
     lines += ["![Dice vs number of real images](dice_vs_n.png)", ""]
     lines += provenance_lines(results)
     return "\n".join(lines)
@@ -445,6 +446,134 @@ def plot_dice_vs_n(path, rows: list[dict], arms, regimes) -> None:
         ax.set_title(f"{ev}")
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+PLATEAU_TOL = 0.005  # a doubling of the steps that moves Dice by at most this leaves the arm at its plateau
+
+
+def curve_summary(runs: list[dict], arms, regimes) -> list[dict]:
+    """Dice against optimiser steps (``bench.curve``): one row per (eval set, arm, regime, budget), mean and std
+    over seeds; ``steps`` counts every optimiser step behind the model (pretraining included), ``run_steps``
+    those of the run the budgets were read off (a 'pretrain' arm's fine-tune)."""
+    rows = []
+    for ev in eval_names(runs):
+        for arm in arms:
+            for n in regimes:
+                sel = [r for r in runs if r["arm"] == arm and r["regime"] == n and r.get("curve")]
+                by_steps: dict[tuple[int, int], list[float]] = {}
+                for r in sel:
+                    for point in r["curve"]:
+                        if ev in point["mean"]:
+                            key = (point["total_steps"], point["steps"])
+                            by_steps.setdefault(key, []).append(point["mean"][ev]["dice"])
+                for (steps, run_steps) in sorted(by_steps):
+                    m, s = _mean_std(by_steps[(steps, run_steps)])
+                    rows.append({"eval": ev, "arm": arm, "regime": n, "steps": steps, "run_steps": run_steps,
+                                 "n_seeds": len(by_steps[(steps, run_steps)]), "dice_mean": m, "dice_std": s})
+    return rows
+
+
+def arm_plateaus(rows: list[dict]) -> list[dict]:
+    """Per (eval set, arm, regime): the last doubling of its curve (Dice after all of its run's steps minus Dice
+    after half of them, when both were scored) and whether it gained at most ``PLATEAU_TOL``."""
+    out = []
+    for ev, arm, n in dict.fromkeys((r["eval"], r["arm"], r["regime"]) for r in rows):
+        pts = {r["run_steps"]: r for r in rows if (r["eval"], r["arm"], r["regime"]) == (ev, arm, n)}
+        top = max(pts)
+        if top % 2 or top // 2 not in pts:
+            continue
+        full, half = pts[top], pts[top // 2]
+        gain = full["dice_mean"] - half["dice_mean"]
+        out.append({"eval": ev, "arm": arm, "regime": n, "steps": full["steps"], "half_steps": half["steps"],
+                    "dice": full["dice_mean"], "dice_half": half["dice_mean"], "last_doubling": gain,
+                    "at_plateau": bool(gain <= PLATEAU_TOL)})
+    return out
+
+
+def cost_rows(runs: list[dict], arms) -> list[dict]:
+    """Per arm: optimiser steps and minutes behind one model (mean over its trained cells), and the one-off
+    synthetic pretraining a 'pretrain' arm starts from (shared by every regime, the way ImageNet weights are)."""
+    out = []
+    for arm in arms:
+        sel = [r for r in runs if r["arm"] == arm and not r.get("reused_from")]
+        if not sel:
+            continue
+        spec = ARMS.get(arm)
+        row = {"arm": arm, "steps": sel[0].get("total_steps"), "models": len(sel),
+               "minutes_per_model": float(np.mean([r.get("train_wall_s", np.nan) for r in sel])) / 60.0}
+        if spec is not None and spec.pretrain:
+            row["pretrain_steps"] = sel[0].get("pretrain_steps")
+            row["finetune_steps"] = (sel[0].get("train") or {}).get("steps")
+        out.append(row)
+    return out
+
+
+def curve_lines(results: dict) -> list[str]:
+    rows, plats = results.get("curves") or [], results.get("arm_plateaus") or []
+    if not rows:
+        return []
+    lines = ["## Dice against compute", "",
+             "Each model's run also gave its shorter budgets (`bench.curve`, warm-up-stable-decay schedule: a shorter "
+             "run is the same run up to its own decay). Steps count every optimiser step behind a model, its "
+             "synthetic pretraining included. Mean Dice over seeds.", ""]
+    evs = list(dict.fromkeys(r["eval"] for r in rows))
+    for ev in evs:
+        sel = [r for r in rows if r["eval"] == ev]
+        budgets = sorted({r["steps"] for r in sel})
+        head = ["arm", "n real", *[str(b) for b in budgets]]
+        lines += [f"**{ev}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for arm, n in dict.fromkeys((r["arm"], r["regime"]) for r in sel):
+            pts = {r["steps"]: r["dice_mean"] for r in sel if (r["arm"], r["regime"]) == (arm, n)}
+            lines.append(f"| {arm} | {n} | " + " | ".join(f"{pts[b]:.4f}" if b in pts else "" for b in budgets) + " |")
+        lines.append("")
+    if plats:
+        lines += ["Last doubling of each arm (Dice at its steps − at half of them; at its plateau when ≤ "
+                  f"{PLATEAU_TOL}):", ""]
+        for p in plats:
+            state = "at its plateau" if p["at_plateau"] else "**still rising: not at its plateau**"
+            lines.append(f"- {p['eval']}, {p['arm']} n={p['regime']}: {p['half_steps']} → {p['steps']} steps "
+                         f"{p['last_doubling']:+.4f} ({state}).")
+        lines.append("")
+    cost = results.get("cost") or []
+    if cost:
+        lines += ["| arm | steps per model | min per model | one-off synthetic pretraining |", "|---|---|---|---|"]
+        for c in cost:
+            pre = f"{c['pretrain_steps']} steps (shared)" if c.get("pretrain_steps") else ""
+            lines.append(f"| {c['arm']} | {c['steps']} | {c['minutes_per_model']:.1f} | {pre} |")
+        lines.append("")
+    return lines + ["![Dice vs steps](dice_vs_steps.png)", ""]
+
+
+def plot_dice_vs_steps(path, rows: list[dict], arms, regimes) -> None:
+    """Dice against optimiser steps per arm (log2 axis): solid at the largest regime, dashed at the others."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    evs = list(dict.fromkeys(r["eval"] for r in rows)) or ["test"]
+    fig = Figure(figsize=(5.5 * len(evs), 4.2))
+    FigureCanvasAgg(fig)
+    colours = {arm: f"C{j}" for j, arm in enumerate(arms)}
+    for k, ev in enumerate(evs):
+        ax = fig.add_subplot(1, len(evs), k + 1)
+        for arm in arms:
+            for n in regimes:
+                sel = sorted((r for r in rows if r["eval"] == ev and r["arm"] == arm and r["regime"] == n),
+                             key=lambda r: r["steps"])
+                if not sel:
+                    continue
+                ax.errorbar([r["steps"] for r in sel], [r["dice_mean"] for r in sel],
+                            yerr=[r["dice_std"] for r in sel], marker="o", capsize=3, color=colours[arm],
+                            linestyle="-" if n == max(regimes) else "--", label=f"{arm} n={n}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("optimiser steps behind the model")
+        ax.set_ylabel("Dice (native resolution, FOV)")
+        ax.set_title(ev)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -26,6 +26,8 @@ from retinasynth.bench.plan import (
     KEY_FORMAT,
     Cell,
     Environment,
+    branch_budgets,
+    branch_key,
     pretrain_key,
     samples_fingerprint,
     with_steps,
@@ -66,7 +68,11 @@ def cached_training(ctx: Context, cell: Cell) -> dict | None:
     if rec is None or rec.get("status") != "complete" or rec.get("train_key") != cell.train_key:
         return None
     model = ctx.out / rec.get("model", "")
-    return rec if rec.get("model") and model.is_file() else None
+    if not rec.get("model") or not model.is_file():
+        return None
+    if any(not (ctx.out / b.get("model", "")).is_file() for b in rec.get("branches", [])):
+        return None
+    return rec
 
 
 def model_path(ctx: Context, rec: dict) -> Path:
@@ -105,20 +111,36 @@ def train_cell(ctx: Context, cell: Cell, real: list) -> tuple[dict, torch.nn.Mod
     synth = ctx.synth if spec.uses_synth and not spec.pretrain else []
     t0 = time.perf_counter()
     extra: dict = {}
+    branches: list[dict] = []
+    offset = 0  # steps before the run the branches are read off (the pretraining of a 'pretrain' arm)
+
+    def on_branch(b: int, model, blog: dict) -> None:
+        key = branch_key(cell.train_key, b)
+        path = ctx.out / MODELS / f"{cell.name}@{b}.safetensors"
+        save_segmenter(path, model, cfg, {"train_key": key})
+        branches.append({"steps": b, "total_steps": offset + b, "train_key": key,
+                         "model": portable_path(path, ctx.out), "log": blog})
+
     if spec.pretrain:
         init, base, reused = _pretrained(ctx, cell.seed, cell.name, real=real)
         extra = {"pretrained_from": portable_path(base, ctx.out), "pretrain_reused": reused,
                  "pretrain_steps": cfg.steps, "finetune_lr": cfg.finetune_lr or cfg.lr,
                  "pretrain_mix": cfg.pretrain_mix}
+        offset = cfg.steps
         ft = with_steps(cfg, spec.steps - 1)
         ft = dataclasses.replace(ft, lr=cfg.finetune_lr) if cfg.finetune_lr is not None else ft
         model, log = train_segmenter(ft, real, [], "real", cell.seed, ctx.device, progress=ctx.progress,
-                                     desc=cell.name, init=init)
+                                     desc=cell.name, init=init, branches=branch_budgets(cfg, ft.steps),
+                                     on_branch=on_branch)
     else:
-        model, log = train_segmenter(with_steps(cfg, spec.steps), real, synth, spec.sampling, cell.seed, ctx.device,
-                                     progress=ctx.progress, desc=cell.name)
+        run = with_steps(cfg, spec.steps)
+        model, log = train_segmenter(run, real, synth, spec.sampling, cell.seed, ctx.device,
+                                     progress=ctx.progress, desc=cell.name, branches=branch_budgets(cfg, run.steps),
+                                     on_branch=on_branch)
         if spec.uses_synth and not spec.uses_real and not cfg.pretrain_mix:
             _pretrained(ctx, cell.seed, cell.name, model=model)
+    if branches:
+        extra["branches"] = branches
     path = ctx.out / MODELS / f"{cell.name}.safetensors"
     # Kept for scoring other evaluation sets later, and e.g. for `retinasynth synthesize --filter-model`.
     save_segmenter(path, model, cfg, {"train_key": cell.train_key})

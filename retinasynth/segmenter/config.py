@@ -15,7 +15,7 @@ from retinasynth.errors import ConfigError
 from retinasynth.precision import LEGACY_AMP, PRECISIONS
 
 PREPROCESS = ("rgb", "green_clahe")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "constant", "wsd")
 AUGMENTS = ("strong", "light", "camera")
 # How an image is brought to the working resolution: the whole frame squashed to size x size, or the FOV's
 # bounding box padded to a square (aspect kept), so that the FOV diameter is `size` px in every dataset.
@@ -69,8 +69,10 @@ class SegmenterConfig:
     Attributes:
         arch / encoder / encoder_depth / decoder_channels: the smp model (trained from scratch:
             ``encoder_weights`` must stay null, nothing is ever downloaded).
-        patch / batch_size / steps / lr / weight_decay / lr_schedule: AdamW on Dice + BCE; cosine decay after
-            a short warm-up, or constant.
+        patch / batch_size / steps / lr / weight_decay / lr_schedule: AdamW on Dice + BCE; after a short
+            warm-up, 'cosine' decay, 'constant', or 'wsd' (warm-up, stable, decay: constant, then a linear decay
+            over the last 20% of the steps; a shorter budget branches off the same run, see
+            :func:`~retinasynth.segmenter.model.train_segmenter`).
         synth_ratio: share of synthetic patches when a batch mixes real and synthetic pools.
         augment: 'strong' (geometry, elastic, photometric, noise), 'light' (flips, rot90, mild
             brightness/contrast) or 'camera' (strong geometry and photometry aimed at camera shift).

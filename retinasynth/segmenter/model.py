@@ -92,8 +92,34 @@ class SegLoss(torch.nn.Module):
         return self.dice(logits, target) + self.bce(logits, target)
 
 
-def lr_factor(cfg: SegmenterConfig):
-    """Linear warm-up over the first 3% of steps, then cosine decay to 1% (or constant)."""
+WSD_WARMUP = 50  # warm-up steps of the 'wsd' schedule (fewer for budgets under 10 x 50 steps)
+WSD_DECAY = 0.2  # share of a budget spent decaying the learning rate (linearly, to 1%)
+
+
+def wsd_decay_start(budget: int) -> int:
+    """The step at which the 'wsd' schedule of a ``budget``-step run starts decaying."""
+    return budget - int(round(WSD_DECAY * budget))
+
+
+def lr_factor(cfg: SegmenterConfig, budget: int | None = None):
+    """The learning-rate multiplier of each step. 'cosine' and 'constant': linear warm-up over the first 3%
+    of steps, then cosine decay to 1% (or constant). 'wsd': a warm-up of ``WSD_WARMUP`` steps (at most a tenth
+    of the steps), constant, then linear decay to 1% over the last ``WSD_DECAY`` of ``budget`` (default
+    ``cfg.steps``). The warm-up and the stable phase do not depend on the budget, so a shorter run is the
+    same run up to its decay: what lets one trajectory give several budgets."""
+    if cfg.lr_schedule == "wsd":
+        warm = min(WSD_WARMUP, cfg.steps // 10)
+        budget = budget or cfg.steps
+        start = wsd_decay_start(budget)
+
+        def wsd(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            if step < start:
+                return 1.0
+            return 1.0 - 0.99 * (step - start + 1) / max(1, budget - start)
+
+        return wsd
     warm = int(0.03 * cfg.steps)
 
     def f(step: int) -> float:
@@ -119,20 +145,36 @@ def resolved_precision(cfg: SegmenterConfig, device: torch.device) -> str:
 
 def train_segmenter(cfg: SegmenterConfig, real: list[Sample], synth: list[Sample], arm: str, seed: int,
                     device: torch.device, progress: bool = False, desc: str = "train",
-                    init: dict[str, torch.Tensor] | None = None) -> tuple[torch.nn.Module, dict]:
+                    init: dict[str, torch.Tensor] | None = None, branches: tuple[int, ...] = (),
+                    on_branch=None) -> tuple[torch.nn.Module, dict]:
     """Train one segmenter for ``cfg.steps`` AdamW steps; deterministic on CPU for a given seed.
 
     ``arm`` chooses the pool of every batch element ('real', 'real+synth', 'synth'); ``init`` starts from
     given weights instead of a seeded random initialisation (the fine-tune phase of the 'pretrain' arm,
     which passes arm='real' and the weights of the 'synth' model).
 
+    ``branches`` (with ``lr_schedule='wsd'``): shorter budgets read off the same run. When the run reaches the
+    step where a budget ``b``'s decay starts, the model, optimiser and scaler state are copied, the decay of
+    ``b`` is run on the batches a ``b``-step run would draw (batches are a function of the step), the model is
+    passed to ``on_branch(b, model, log)`` in eval mode, and the copy is restored: the main run goes on as if
+    nothing happened (its weights are bitwise those of a run without branches), and each branch is the model a
+    separate ``b``-step run would end with (the same one whenever both warm up for ``WSD_WARMUP`` steps, i.e.
+    both budgets are at least 10 x that). One trajectory gives Dice against steps at ~1.2x the cost of its
+    longest budget.
+
     Returns the model (eval mode) and a log: final loss, a coarse loss curve, the share of synthetic
-    patches actually drawn, and the wall time.
+    patches actually drawn, the wall time (branches included) and one entry per branch.
     """
     if arm != "synth" and not real:
         raise ConfigError(f"arm {arm!r} needs real training images.")
     if arm != "real" and not synth:
         raise ConfigError(f"arm {arm!r} needs synthetic pairs; pass --synth DIR.")
+    branches = tuple(sorted(set(int(b) for b in branches)))
+    if branches and cfg.lr_schedule != "wsd":
+        raise ConfigError(f"budgets read off one run (bench.curve) need bench.lr_schedule=wsd, got "
+                          f"{cfg.lr_schedule!r}: a cosine run's early weights are not a shorter run's.")
+    if any(not 0 < b < cfg.steps for b in branches):
+        raise ConfigError(f"branch budgets must lie between 0 and the run's {cfg.steps} steps, got {list(branches)}.")
     torch.manual_seed(seed)
     model = create_segmenter(cfg)
     if init is not None:
@@ -141,12 +183,51 @@ def train_segmenter(cfg: SegmenterConfig, real: list[Sample], synth: list[Sample
     model = model.to(device, memory_format=fmt).train()
     loss_fn = SegLoss().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+    factor = lr_factor(cfg)
     precision = resolved_precision(cfg, device)
     scaler = grad_scaler(precision, device)
     sampler = PatchSampler(cfg.patch, cfg.size, cfg.min_fov, cfg.augment)
+
+    def one_step(step: int, f) -> tuple[float, int]:
+        x, y, k = draw_batch(real, synth, arm, cfg.synth_ratio, cfg.batch_size, seed, step, sampler)
+        x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * f(step)
+        with autocast(precision, device):
+            loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss.item(), k
+
+    def branch(b: int) -> dict:
+        import copy
+
+        t_b = time.perf_counter()
+        saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()),
+                 copy.deepcopy(scaler.state_dict()) if scaler.is_enabled() else None)
+        f_b, losses = lr_factor(cfg, budget=b), []
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for step in range(wsd_decay_start(b), b):
+                losses.append(one_step(step, f_b)[0])
+        model.eval()
+        blog = {"steps": b, "decay_steps": len(losses), "final_loss": float(np.mean(losses[-max(1, b // 20):])),
+                "wall_s": time.perf_counter() - t_b}
+        if on_branch is not None:
+            on_branch(b, model, blog)
+        model.load_state_dict(saved[0])
+        opt.load_state_dict(saved[1])
+        if saved[2] is not None:
+            scaler.load_state_dict(saved[2])
+        model.train()
+        return blog
+
+    starts = {}
+    for b in branches:
+        starts.setdefault(wsd_decay_start(b), []).append(b)
     every = max(1, cfg.steps // 20)
-    curve, n_synth, running = [], 0, []
+    curve, n_synth, running, branch_logs = [], 0, [], []
     steps = range(cfg.steps)
     if progress:
         from retinasynth.progress import progress as progress_bar
@@ -154,17 +235,11 @@ def train_segmenter(cfg: SegmenterConfig, real: list[Sample], synth: list[Sample
         steps = progress_bar(steps, desc=desc, unit="step", leave=False, dynamic_ncols=True)
     t0 = time.perf_counter()
     for step in steps:
-        x, y, k = draw_batch(real, synth, arm, cfg.synth_ratio, cfg.batch_size, seed, step, sampler)
+        for b in starts.get(step, ()):
+            branch_logs.append(branch(b))
+        loss, k = one_step(step, factor)
         n_synth += k
-        x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
-        with autocast(precision, device):
-            loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        running.append(loss.item())
+        running.append(loss)
         if (step + 1) % every == 0 or step + 1 == cfg.steps:
             curve.append([step + 1, float(np.mean(running))])
             if not np.isfinite(curve[-1][1]):
@@ -175,6 +250,8 @@ def train_segmenter(cfg: SegmenterConfig, real: list[Sample], synth: list[Sample
     model.eval()
     log = {"steps": cfg.steps, "precision": precision, "final_loss": curve[-1][1], "loss_curve": curve,
            "synth_share": n_synth / (cfg.steps * cfg.batch_size), "train_wall_s": time.perf_counter() - t0}
+    if branch_logs:
+        log["branches"] = branch_logs
     return model, log
 
 
