@@ -10,7 +10,9 @@
 #    and 1/2 of every run; arms real, real-2x, real+aug, synth, pretrain, pretrain+aug; n = 2 and 20; seeds 0, 1)
 #    on DRIVE test (scored once, by this step) and STARE. ~6.5 h on the 2-core AMX Xeon: more than one session;
 #    rerun the script to continue.
-# Touch $R/PAUSE to stop between steps.
+# Touch $R/PAUSE to stop between steps, $R/<step>/STOP (select-wsd, bench) to stop a benchmark before its next model
+# (exit 75); delete it and rerun to continue. The protocol of record starts only if the selection finds `real` at its
+# plateau (its last doubling gains <= 0.005 Dice on validation and on STARE); else the chain stops and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-runs/converged}
@@ -21,6 +23,19 @@ pause() { if [ -e "$R/PAUSE" ]; then echo "paused before $1 ($R/PAUSE)"; exit 0;
 pause selection
 $RS benchmark-downstream --data $D/DRIVE --test-data stare=$D/STARE --out "$R/select-wsd" \
   --config benchmarks/configs/bench-converged-wsd.json -o eval=val -o arms=real,real-2x -o regimes=15 -o seeds=0
+python_gate() {
+  .venv/bin/python - "$R/select-wsd/results.json" <<'PY'
+import json, sys
+res = json.load(open(sys.argv[1]))
+rows = [p for p in res["arm_plateaus"] if p["arm"] in ("real", "real-2x")]
+for p in rows:
+    print(f"selection: {p['eval']} {p['arm']} n={p['regime']}: {p['half_steps']} -> {p['steps']} steps "
+          f"{p['last_doubling']:+.4f} Dice ({'at its plateau' if p['at_plateau'] else 'still rising'})")
+if not rows or not all(p["at_plateau"] for p in rows):
+    sys.exit("selection: `real` is not at its plateau under this protocol; the protocol of record is not run.")
+PY
+}
+python_gate
 pause fit
 if [ -e "$R/fit/config.json" ]; then
   grep -q '"status": "running"' "$R/fit/config.json" && $RS fit --resume --out "$R/fit" --quiet

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from retinasynth.errors import RetinaSynthError
+from retinasynth.errors import RetinaSynthError, Stopped
 from retinasynth.profiles import BENCH_PROFILES, profiles_help
 
 
@@ -21,7 +21,8 @@ from retinasynth.profiles import BENCH_PROFILES, profiles_help
 @click.option("--synth", "synth_dir", type=click.Path(path_type=str), default=None,
               help="Synthetic set written by `retinasynth synthesize` (needed unless only arm 'real' is run).")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
-              help="Output folder; completed runs found in OUT/runs are reused (resume).")
+              help="Output folder; completed runs found in OUT/runs are reused (resume). Create OUT/STOP to stop "
+                   "before the next model (exit 75); delete it and rerun to continue.")
 @click.option("--profile", default=None, metavar="|".join(BENCH_PROFILES),
               help=profiles_help("the protocol") + " Default: cpu, or the profile --config records.")
 @click.option("--config", "config_file", type=click.Path(path_type=str), default=None,
@@ -72,6 +73,12 @@ def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, ov
         ensure_line_start()  # after a progress bar, the message still starts its own line
         click.secho(f"error: {e}", fg="red", err=True)
         sys.exit(2)
+    except Stopped as e:
+        from retinasynth.progress import ensure_line_start
+
+        ensure_line_start()
+        click.echo(f"stopped: {e}", err=True)
+        sys.exit(75)  # EX_TEMPFAIL: not done yet, rerun to continue
     except KeyboardInterrupt:
         click.echo(f"interrupted; completed runs are kept in {Path(out_dir) / 'runs'}: rerun the same command to "
                    "continue.", err=True)

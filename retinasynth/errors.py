@@ -21,3 +21,10 @@ class DataError(RetinaSynthError):
 
 class ConfigError(RetinaSynthError):
     """A configuration value or command-line option is invalid."""
+
+
+class Stopped(Exception):
+    """A long job stopped cleanly between units of work because its stop file exists (not an error)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))

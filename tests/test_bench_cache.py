@@ -233,3 +233,28 @@ def test_real_aug_arm_is_real_2x_with_camera_augmentation(tmp_path, real_root, m
     assert keys["real+aug"] != keys["real-2x"] and res["arm_steps"]["real+aug"] == 2
     primary = {(p["arm"], p["base"]) for p in res["paired"] if p.get("family") == "primary"}
     assert ("real+aug", "real-2x") in primary
+
+
+def test_a_stop_file_stops_between_models_and_the_rerun_finishes(tmp_path, real_root, synth_dir, monkeypatch, cli):
+    from retinasynth.errors import Stopped
+
+    out = tmp_path / "out"
+    real_train = runner_mod.train_segmenter
+
+    def train_then_stop(*a, **k):
+        res = real_train(*a, **k)
+        (out / "STOP").touch()  # asked to stop while the first model trains
+        return res
+
+    monkeypatch.setattr(runner_mod, "train_segmenter", train_then_stop)
+    with pytest.raises(Stopped, match=r"stopped before .* 2 of 3 runs left"):
+        benchmark_downstream(real_root, synth_dir, out, tiny(), progress=False)
+    assert not (out / "results.json").exists() and not (out / "report.md").exists()
+    # the CLI says so on one line and exits 75 (not done, not an error); nothing more is trained
+    r = cli("benchmark-downstream", "--data", real_root, "--synth", synth_dir, "--out", out, "--profile", "tiny",
+            "-o", "steps=1", "-o", "regimes=[2]", "-o", "seeds=[0]", "--quiet")
+    assert r.exit_code == 75 and r.output.startswith("stopped: ") and r.output.count("\n") == 1, r.output
+    (out / "STOP").unlink()
+    monkeypatch.setattr(runner_mod, "train_segmenter", real_train)
+    res = benchmark_downstream(real_root, synth_dir, out, tiny(), progress=False)
+    assert res["n_cached"] == 1 and res["n_trained"] == 2 and (out / "results.json").exists()

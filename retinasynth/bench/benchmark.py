@@ -73,7 +73,7 @@ from retinasynth.bench.runner import (
 from retinasynth.data.dataset import load_dataset
 from retinasynth.data.preprocess import enhance
 from retinasynth.device import pick_device
-from retinasynth.errors import ConfigError, DataError
+from retinasynth.errors import ConfigError, DataError, Stopped
 from retinasynth.locking import hold, read_holders, try_hold
 from retinasynth.metrics.seg import METRICS
 from retinasynth.precision import describe, resolve_precision
@@ -104,6 +104,7 @@ def _progress(total: int, initial: int, show: bool):
 
     return progress_bar(total=total, initial=initial, desc="benchmark", unit="run", dynamic_ncols=True)
 
+STOP_FILE = "STOP"  # OUT/STOP: stop before the next model is trained (rerun to continue)
 LOCKS = "locks"  # OUT/locks/<training key>.lock: one per cell being trained by a process of a shared cache
 
 
@@ -209,6 +210,10 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
         for i, cell in enumerate(plan):
             if i not in mine:
                 continue
+            if i in todo and (out / STOP_FILE).exists():  # a clean stop between models: the cache keeps every one done
+                left = sum(1 for j in todo if j >= i)
+                raise Stopped(f"stopped before {cell.name} because {out / STOP_FILE} exists; {left} of "
+                              f"{len(todo)} runs left: delete it and rerun the same command to continue.")
             lock = try_hold(out / LOCKS / f"{cell.train_key[:24]}.lock") if share is not None else None
             if share is not None and lock is None:
                 holders = read_holders(out / LOCKS / f"{cell.train_key[:24]}.lock")
