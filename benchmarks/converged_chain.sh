@@ -16,8 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-runs/converged}
-RS=.venv/bin/retinasynth
-D=../shared/data
+RS=${RS:-.venv/bin/retinasynth}  # override RS/D to run it from a frozen worktree (benchmarks/converged_frozen.sh)
+D=${D:-../shared/data}
 mkdir -p "$R"
 pause() { if [ -e "$R/PAUSE" ]; then echo "paused before $1 ($R/PAUSE)"; exit 0; fi; }
 pause selection
