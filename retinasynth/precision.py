@@ -97,15 +97,26 @@ def describe(precision: str, device: torch.device | str) -> dict:
     return info
 
 
-# Memory format (NHWC "channels_last" or NCHW), chosen like the precision: by the device and the resolved
-# precision, from measurements (benchmarks/RESULTS.md, the speed table; `benchmarks/speed.py --channels-last`).
-# On the 2-core Xeon with AMX: the fit step at bf16 1.10x faster in channels_last, at fp32 0.96x; generator
-# inference 0.93x at both; the benchmark's segmenter 1.18x (fp32) / 1.29x (bf16), on the EPYC 1.11x: it is
-# always channels_last (SegmenterConfig.channels_last). On CUDA, channels_last is what cuDNN's tensor cores prefer.
+# Memory format (NHWC "channels_last" or NCHW), chosen like the precision: by the device, the resolved
+# precision and the CPU's flags, from measurements (benchmarks/RESULTS.md, the speed tables;
+# `benchmarks/speed.py --channels-last`, ratios NHWC/NCHW within one run):
+#   fit step        Xeon with AMX: bf16 1.04-1.10x, fp32 0.96-1.03x; EPYC avx512_bf16 without AMX: bf16 0.85x,
+#                   fp32 1.06x (benchmarks/results/speed-epyc-bf16);
+#   generator inference  0.93-0.98x on the Xeon, 0.73-0.75x on the EPYC: NCHW on every CPU;
+#   segmenter step  1.11-1.29x everywhere: always channels_last (SegmenterConfig.channels_last).
+# So fit goes NHWC on a CPU only at bf16 with AMX tiles; on CUDA, channels_last is what cuDNN's tensor cores prefer.
+AMX_FLAGS = ("amx_bf16", "amx_tile")
+
+
+def cpu_has_amx() -> bool:
+    """True where the CPU has AMX bf16 tiles (oneDNN's bf16 NHWC convolutions run several times faster there)."""
+    return set(AMX_FLAGS) <= cpu_flags()
+
+
 def fit_channels_last(device: torch.device | str, precision: str) -> bool:
     """Whether `fit` trains G and D in channels_last when ``train.channels_last`` is null (auto)."""
     dev = torch.device(device)
-    return dev.type == "cuda" or (dev.type == "cpu" and precision == "bf16")
+    return dev.type == "cuda" or (dev.type == "cpu" and precision == "bf16" and cpu_has_amx())
 
 
 def infer_channels_last(device: torch.device | str, precision: str) -> bool:

@@ -185,6 +185,26 @@ def portable_path(path: str | os.PathLike | None, base: str | os.PathLike) -> st
 _PROCESS: dict[str, Any] = {}
 
 
+# CPU flags that decide precision and kernels (retinasynth.precision): recorded with every run, so that a figure
+# says which kind of machine made it (fp32 and bf16 results differ between CPU kinds).
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def host_record() -> dict[str, Any]:
+    """The machine, never its name: platform, CPU model, the CPU flags that matter for kernels, core count."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")) and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu_model": model or platform.processor(), "cpu_flags": [f for f in KERNEL_FLAGS if f in flags]}
+
+
 def process_record() -> dict[str, Any]:
     """Provenance of this process, taken once, at its first call (call it at start): the git revision and
     source hash of the code it imported, versions, the command line; never a host name or a path."""
@@ -194,7 +214,7 @@ def process_record() -> dict[str, Any]:
         _PROCESS.update({
             "retinasynth_version": __version__, "versions": versions(), "git_revision": git_revision(),
             "code_sha256": source_hash(), "command": portable_command(),
-            "host": {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count()},
+            "host": host_record(),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     return dict(_PROCESS)
 
@@ -208,7 +228,6 @@ def run_record(seed: int | None = None) -> dict[str, Any]:
         "versions": versions(),
         "git_revision": git_revision(),
         "seed": seed,
-        "host": {"platform": platform.platform(), "machine": platform.machine(),
-                 "cpu_count": os.cpu_count()},
+        "host": host_record(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

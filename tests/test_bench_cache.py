@@ -258,3 +258,36 @@ def test_a_stop_file_stops_between_models_and_the_rerun_finishes(tmp_path, real_
     monkeypatch.setattr(runner_mod, "train_segmenter", real_train)
     res = benchmark_downstream(real_root, synth_dir, out, tiny(), progress=False)
     assert res["n_cached"] == 1 and res["n_trained"] == 2 and (out / "results.json").exists()
+
+
+def test_records_folder_carries_a_benchmark_to_a_fresh_folder_without_weights(tmp_path, real_root, synth_dir,
+                                                                              monkeypatch, cli):
+    """--records: the small records (no weights) are enough to assemble the same report in a new OUT; a cell
+    missing from them is the only one trained there."""
+    rec = tmp_path / "records"
+    first = benchmark_downstream(real_root, synth_dir, tmp_path / "a", tiny("curve=[0.5]", "steps=2", "lr_schedule=wsd"),
+                                 progress=False, records=rec)
+    saved = sorted(p.relative_to(rec).as_posix() for p in rec.rglob("*") if p.is_file())
+    assert saved and all(p.endswith(".json") for p in saved)
+    assert {p.split("/")[0] for p in saved} == {"runs", "scores"}
+    assert len([p for p in saved if p.startswith("runs/")]) == 3
+    # every model: final + one branch, scored on 'test'
+    assert len([p for p in saved if p.startswith("scores/")]) == 2 * 2 + 2  # synth and pretrain's fine-tune... below
+    _no_training(monkeypatch)
+    second = benchmark_downstream(real_root, synth_dir, tmp_path / "b", tiny("curve=[0.5]", "steps=2", "lr_schedule=wsd"),
+                                  progress=False, records=rec)
+    assert second["n_trained"] == 0 and not list((tmp_path / "b").rglob("*.safetensors"))
+    assert second["summary"] == first["summary"] and second["curves"] == first["curves"]
+    # a record removed from the durable folder is trained again, and only that one
+    (rec / "runs" / "real_n2_s0.json").unlink()
+    monkeypatch.undo()
+    third = benchmark_downstream(real_root, synth_dir, tmp_path / "c", tiny("curve=[0.5]", "steps=2", "lr_schedule=wsd"),
+                                 progress=False, records=rec)
+    assert third["n_trained"] == 1 and (rec / "runs" / "real_n2_s0.json").is_file()
+    assert third["summary"] == first["summary"]
+    # a --records path that is a file: one line from the CLI, exit 2
+    bad = tmp_path / "file.json"
+    bad.write_text("{}")
+    r = cli("benchmark-downstream", "--data", real_root, "--out", tmp_path / "d", "--profile", "tiny",
+            "-o", "arms=real", "-o", "steps=1", "-o", "regimes=[2]", "-o", "seeds=[0]", "--records", bad, "--quiet")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "not a folder" in r.output, r.output

@@ -91,10 +91,15 @@ def test_benchmark_scores_every_budget_and_reports_dice_against_steps(tmp_path, 
     # rerun: every model and every budget's score comes from the cache
     again = benchmark_downstream(real_root, synth_dir, out, cfg, progress=False)
     assert again["n_trained"] == 0 and again["curves"] == res["curves"]
-    # a deleted branch model is a cache miss: the cell is retrained
+    # a deleted branch model whose scores are cached is not needed: nothing is retrained (records suffice)
     (out / real["branches"][0]["model"]).unlink()
+    kept = benchmark_downstream(real_root, synth_dir, out, cfg, progress=False)
+    assert kept["n_trained"] == 0 and kept["curves"] == res["curves"]
+    # ... but without weights and without one of its scores, the cell is retrained
+    for f in (out / "scores" / real["branches"][0]["train_key"][:20]).glob("*.json"):
+        f.unlink()
     third = benchmark_downstream(real_root, synth_dir, out, cfg, progress=False)
-    assert third["n_trained"] == 1
+    assert third["n_trained"] == 1 and third["curves"] == res["curves"]
     json.dumps(third)
 
 

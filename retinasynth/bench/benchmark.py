@@ -60,12 +60,14 @@ from retinasynth.bench.report import (
     summarize,
     write_summary_csv,
 )
+from retinasynth.bench.records import restore_records, save_records
 from retinasynth.bench.runner import (
     RUNS,
     Context,
     cached_score,
     cached_training,
     load_model,
+    read_json,
     reuse_training,
     score_model,
     train_cell,
@@ -111,7 +113,7 @@ LOCKS = "locks"  # OUT/locks/<training key>.lock: one per cell being trained by 
 def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, out: str | Path, cfg: BenchConfig,
                          test_data=None, progress: bool = True, allow_unverified_synth: bool = False,
                          device: str | None = None, cells: str | None = None,
-                         allow_mixed_code: bool = False) -> dict:
+                         allow_mixed_code: bool = False, records: str | Path | None = None) -> dict:
     """Run the downstream protocol; write runs/, models/, scores/, results.json, summary.csv, report.md and
     dice_vs_n.png under ``out``.
 
@@ -133,6 +135,9 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
             RANK/WORLD_SIZE and rank 0 writes the report; other ranks return that same small dict.
         allow_mixed_code: assemble a report from runs made by different versions of the code (they are
             listed in results.json); refused otherwise.
+        records: a durable folder for the small records (training records and scores, no weights): its
+            records are restored into ``out`` first and every new one is copied there after each model, so a
+            protocol longer than one machine's life goes on elsewhere (:mod:`retinasynth.bench.records`).
 
     Returns:
         the content of results.json.
@@ -166,13 +171,13 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
     try:
         with hold(out, shared=share is not None, what="the benchmark folder"):
             return _benchmark(real_data, synth_data, out, cfg, externals, progress, allow_unverified_synth, dev,
-                              bool(synth_arms), t_start, share, ranks, allow_mixed_code)
+                              bool(synth_arms), t_start, share, ranks, allow_mixed_code, records)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, progress, allow_unverified, dev,
-               needs_synth, t_start, share=None, ranks=None, allow_mixed_code=False) -> dict:
+               needs_synth, t_start, share=None, ranks=None, allow_mixed_code=False, records=None) -> dict:
     create_segmenter(cfg)  # fail fast on an arch/encoder combination smp cannot build
     env = Environment(precision=resolve_precision(cfg.precision, dev), device_type=dev.type)
     train, evals, held_out = load_sets(real_data, cfg, externals, progress)
@@ -199,9 +204,9 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
     plan = make_plan(cfg, train.samples, synth_fp, env)
     mine = cell_share(plan, *share) if share is not None else set(range(len(plan)))
     (out / RUNS).mkdir(parents=True, exist_ok=True)
-    todo = {i for i in mine if cached_training(ctx, plan[i]) is None
-            or any(cached_score(ctx, plan[i].train_key, ev, score_key(cfg, plan[i].train_key, eval_fps[ev.name], env))
-                   is None for ev in evals)}
+    if records is not None:
+        restore_records(records, out)
+    todo = {i for i in mine if not _scored(ctx, plan[i], evals, eval_fps)}
     bar = _progress(len(mine), len(mine) - len(todo), progress)
     counts = {"trained": 0, "cached": 0, "reused": 0, "scored": 0, "scores_cached": 0}
     done: dict[str, dict] = {}  # training key -> record trained (or found) in this process
@@ -224,6 +229,8 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
                 continue
             try:
                 _run_cell(ctx, cell, evals, eval_in, eval_fps, done, counts, bar)
+                if records is not None and i in todo:
+                    save_records(out, records)
             finally:
                 if lock is not None:
                     lock.release()
@@ -260,10 +267,33 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
     return results
 
 
+def recorded_training(ctx: Context, cell: Cell) -> dict | None:
+    """The cell's complete training record under its training key, whether or not its weights are still in
+    OUT/models (a cache restored from committed records holds the records and scores only)."""
+    rec = read_json(ctx.out / RUNS / f"{cell.name}.json")
+    if rec is None or rec.get("status") != "complete" or rec.get("train_key") != cell.train_key:
+        return None
+    return rec
+
+
+def _scored(ctx: Context, cell: Cell, evals, eval_fps) -> bool:
+    """Whether the cell needs nothing more: its record and its scores (final model and every branch of
+    ``bench.curve``) on every evaluation set are cached. Then its weights are not needed, so a report can be
+    assembled from records and scores alone (``benchmarks/cache_records.py`` saves and restores them)."""
+    rec = recorded_training(ctx, cell)
+    if rec is None:
+        return False
+    keys = [cell.train_key, *(b["train_key"] for b in rec.get("branches", []))]
+    return all(cached_score(ctx, k, ev, score_key(ctx.cfg, k, eval_fps[ev.name], ctx.env)) is not None
+               for k in keys for ev in evals)
+
+
 def _run_cell(ctx: Context, cell: Cell, evals, eval_in, eval_fps, done: dict, counts: dict, bar) -> None:
     """Train (or find) one cell's model, then score it on every evaluation set not scored yet."""
     model = None
     rec = cached_training(ctx, cell)
+    if rec is None and _scored(ctx, cell, evals, eval_fps):  # records and scores only: nothing to do
+        rec = recorded_training(ctx, cell)
     if rec is not None:
         counts["cached"] += 1
         done.setdefault(cell.train_key, rec)
@@ -300,7 +330,7 @@ def _gather(ctx: Context, plan: list[Cell], evals, eval_fps) -> tuple[list[dict]
     """Every cell's training record with its scores on every evaluation set: what a report is made of."""
     runs, plateau_runs = [], []
     for cell in plan:
-        rec = cached_training(ctx, cell)
+        rec = recorded_training(ctx, cell)
         if rec is None:
             raise DataError(f"{ctx.out / RUNS}: run {cell.name} is missing or was made with other settings after "
                             "every share finished; rerun the same command to complete it.")
