@@ -46,6 +46,7 @@ from retinasynth.bench.plan import (
     score_key,
     val_ids,
 )
+from retinasynth.bench.records import restore_records, save_records
 from retinasynth.bench.report import (
     arm_plateaus,
     cost_rows,
@@ -60,7 +61,6 @@ from retinasynth.bench.report import (
     summarize,
     write_summary_csv,
 )
-from retinasynth.bench.records import restore_records, save_records
 from retinasynth.bench.runner import (
     RUNS,
     Context,
