@@ -11,7 +11,9 @@
 #    off the same trajectory, bitwise the model a run of that budget gives). The protocol of record starts only if
 #    `real` is at its plateau there (3200 -> 6400 gains <= 0.005 Dice on validation and on STARE).
 # 2. the protocol of record's real-image arms (no synthetic set needed): benchmarks/configs/bench-converged-wsd.json
-#    with arms real, real-2x, real+aug at n = 20 then 2, seeds 0, 1 (DRIVE test scored once per model, by this step).
+#    (patch 192, 3200 steps, wsd, curve at 1/8, 1/4 and 1/2 of every run) with arms real, real-2x, real+aug at
+#    n = 20 then 2, seeds 0, 1; DRIVE test scored once per model, by this step. `real` is read off `real-2x`'s
+#    3200-step branch (bitwise the model its own run gives), so each (n, seed) trains two 6400-step runs.
 # 3. the default generator on DRIVE's training split and its 1000 pairs, then the synthetic arms (synth, pretrain,
 #    pretrain+aug) and the full report. Steps 3's models need the synthetic set of this OUT_ROOT: do them on one
 #    machine (a refit elsewhere is another set, with other cache keys).

@@ -50,6 +50,10 @@ from retinasynth.profiles import BENCH_PROFILES, profiles_help
               help="Train only share i of N of the runs (e.g. a SLURM array task) and write no report; a final "
                    "run without --cells finds every run cached and writes it. Under torchrun each rank takes "
                    "RANK/WORLD_SIZE by itself.")
+@click.option("--adapt", "adapt", default=None, metavar="NAME[:SPLIT]=DIR",
+              help="Unlabelled photographs of a target camera (a folder of images, or NAME:SPLIT=DIR for a split "
+                   "of a dataset folder, labels unused) for the domain-adaptation arms real+fda, real+hist and "
+                   "self-train; refused if any of them is scored.")
 @click.option("--records", "records_dir", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="A durable folder for the small records (training records and scores, no weights): restored "
                    "into OUT first, and every new one copied there after each model, so a protocol longer than one "
@@ -58,7 +62,7 @@ from retinasynth.profiles import BENCH_PROFILES, profiles_help
 @click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N", help="auto (cuda if available, else cpu), cpu, "
               "cuda or cuda:N; checked before anything runs.")
 def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, overrides, test_data, precision,
-                         allow_mixed_code, allow_unverified_synth, cells, records_dir, quiet, device) -> None:
+                         allow_mixed_code, allow_unverified_synth, cells, adapt, records_dir, quiet, device) -> None:
     """Train segmenters on real, real+synthetic and synthetic pairs; score them on REAL test images."""
     from retinasynth.bench import benchmark_downstream as run_bench
     from retinasynth.bench import build_bench_config
@@ -70,7 +74,7 @@ def benchmark_downstream(data_path, synth_dir, out_dir, profile, config_file, ov
         cfg = build_bench_config(profile, config_file, overrides)
         res = run_bench(data_path, synth_dir, out_dir, cfg, test_data=list(test_data) or None, progress=not quiet,
                         allow_unverified_synth=allow_unverified_synth, device=device, cells=cells,
-                        allow_mixed_code=allow_mixed_code, records=records_dir)
+                        allow_mixed_code=allow_mixed_code, records=records_dir, adapt=adapt)
     except RetinaSynthError as e:
         from retinasynth.progress import ensure_line_start
 

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
@@ -119,15 +120,26 @@ def _precision_option(what: str, default: str | None = "auto", show: str | bool 
               help="Override one setting: SECTION.KEY=VALUE, or KEY=VALUE where only one section has KEY, e.g. "
                    "-o train.steps=2000 -o model.ngf=32 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out with its saved config.")
+@click.option("--init", "init_run", type=click.Path(path_type=str), default=None, metavar="RUN",
+              help="Start from a finished run's weights (fine-tune), e.g. on a target camera's photographs with "
+                   "pseudo-labels (`retinasynth pseudo-label`); the settings default to RUN's recorded config "
+                   "(set fewer steps with -o train.steps=N). Sets train.init_from.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_precision_option("the forward passes (sets train.precision; --resume keeps the run's recorded one)", None,
                    "the profile's train.precision: auto")
 @_device_option
-def fit(data_path, out_dir, profile, config_file, overrides, resume, quiet, precision, device) -> None:
+def fit(data_path, out_dir, profile, config_file, overrides, resume, init_run, quiet, precision, device) -> None:
     """Train the mask-to-fundus Pix2Pix generator on a dataset's training split."""
     from retinasynth.train import build_fit_config
     from retinasynth.train import fit as run_fit
 
+    if init_run is not None and not resume:
+        if not (Path(init_run) / "config.json").is_file():
+            raise click.UsageError(f"--init {init_run}: not a fit run (no config.json); pass the folder of a "
+                                   "finished `retinasynth fit`.")
+        if config_file is None and profile is None:
+            config_file = str(Path(init_run) / "config.json")
+        overrides = (*overrides, f"train.init_from={Path(init_run).resolve()}")
     cfg = build_fit_config(profile, config_file, overrides)
     if not resume and data_path is None:
         raise click.UsageError("--data is required (unless --resume).")
@@ -279,6 +291,30 @@ def export(fmt, synth_dir, real_dir, out_dir, overwrite, quiet) -> None:
     r = run_export(out_dir, fmt, synth=synth_dir, real=real_dir, progress=not quiet, overwrite=overwrite)
     click.echo(f"{r['n']} cases ({r['counts']['synthetic']} synthetic, {r['counts']['real']} real) written to {r['out']} "
                f"as {fmt}")
+
+
+@main.command("pseudo-label")
+@click.option("--photos", "photos", type=click.Path(path_type=str), required=True,
+              help="A folder of unlabelled photographs of the target camera (any image format, sub-folders too).")
+@click.option("--model", "model", type=click.Path(path_type=str), required=True,
+              help="A segmenter trained on source labels: a benchmark-downstream OUT/models/*.safetensors, e.g. "
+                   "real_n20_s0.safetensors.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
+              help="New folder for the pairs (images/, masks/ with the pseudo-labels, fov/, pseudo.json).")
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default=None,
+              help="Take the images of this split of a dataset folder (its labels unused), e.g. the part of a "
+                   "labelled camera set that is not scored.")
+@click.option("--threshold", type=float, default=None, help="Vessel probability threshold [the segmenter's].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_device_option
+def pseudo_label_command(photos, model, out_dir, split, threshold, quiet, device) -> None:
+    """Pair a target camera's unlabelled photographs with a segmenter's vessel maps, for `fit --init RUN`."""
+    from retinasynth.data.pseudo import pseudo_label
+
+    meta = pseudo_label(photos, out_dir, model, device=device, threshold=threshold, progress=not quiet,
+                        split=split)
+    click.echo(f"{meta['n']} pseudo-labelled photographs written to {out_dir}; fine-tune a generator on them with "
+               f"`retinasynth fit --init RUN --data {out_dir} --out RUN-target -o train.steps=800`.")
 
 
 @main.command()

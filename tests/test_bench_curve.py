@@ -112,3 +112,27 @@ def test_arm_plateaus_reads_the_last_doubling():
     assert p["real"]["half_steps"] == 1600 and p["real"]["at_plateau"]
     assert p["real"]["last_doubling"] == pytest.approx(0.003)
     assert p["pretrain"]["half_steps"] == 4800 and not p["pretrain"]["at_plateau"]
+
+
+def test_real_is_read_off_real_2x_branch_bitwise_as_its_own_run(tmp_path, real_root, monkeypatch):
+    """With curve 0.5, 'real' is the branch of 'real-2x' at its steps: one run trained instead of two, and the
+    scores are exactly those of a separate 'real' run (same keys, same numbers)."""
+    monkeypatch.setattr(seg_model, "WSD_WARMUP", 1)  # both budgets warm up 1 step, as 50 steps do at scale
+    cfg = tiny("lr_schedule=wsd", "steps=10", "curve=[0.25,0.5]", "arms=real,real-2x")
+    both = benchmark_downstream(real_root, None, tmp_path / "both", cfg, progress=False)
+    assert both["n_trained"] == 1 and both["n_read_off"] == 1
+    runs = {r["arm"]: r for r in both["runs"]}
+    assert runs["real"]["read_off"]["run"] == "real-2x_n2_s0" and runs["real"]["total_steps"] == 10
+    alone = benchmark_downstream(real_root, None, tmp_path / "alone", tiny("lr_schedule=wsd", "steps=10",
+                                                                          "curve=[0.25,0.5]", "arms=real"),
+                                 progress=False)
+    own = alone["runs"][0]
+    assert own["train_key"] == runs["real"]["train_key"] and "read_off" not in own
+    assert own["scores"]["test"]["per_image"] == runs["real"]["scores"]["test"]["per_image"]
+    # its curve: the source's branches below its steps (5 of 20), then itself
+    assert [p["total_steps"] for p in runs["real"]["curve"]] == [5, 10]
+    assert [p["total_steps"] for p in runs["real-2x"]["curve"]] == [5, 10, 20]
+    assert "read off a longer run's branch" in (tmp_path / "both" / "report.md").read_text()
+    # rerun: everything cached, nothing trained or read off again
+    again = benchmark_downstream(real_root, None, tmp_path / "both", cfg, progress=False)
+    assert again["n_trained"] == 0 and again["n_read_off"] == 0 and again["summary"] == both["summary"]

@@ -41,6 +41,10 @@ class Arm:
             so cells recorded before the setting existed stay valid); every arm without them leaves them out.
         ignores: settings left out of this arm's cache key because its training never reads them.
         augment: the augmentation this arm trains with instead of ``bench.augment`` (None: the protocol's).
+        adapt: a domain-adaptation control that uses the unlabelled target photographs of ``--adapt NAME=DIR``
+            (:mod:`retinasynth.bench.adapt`): 'fda' and 'hist' train on the real subset brought to target looks
+            (Fourier amplitude swap, histogram matching); 'self-train' fine-tunes the 'real' model on the real
+            subset plus the target photographs pseudo-labelled by it. Their keys include the photographs.
         label: one line for the report's list of arms.
         meaning: per verdict against its control, the sentence the report prints.
     """
@@ -57,6 +61,7 @@ class Arm:
     config_keys: dict = field(default_factory=dict)
     ignores: tuple[str, ...] = ()
     augment: str | None = None
+    adapt: str | None = None
     label: str = ""
     meaning: dict = field(default_factory=dict)
 
@@ -136,8 +141,28 @@ register(Arm(
              BELOW: "synthetic pairs alone are worse than the real images",
              INCLUDES: "synthetic pairs alone are indistinguishable from the real images"}))
 register(Arm(
+    name="real+fda", sampling="real", steps=2, adapt="fda", compare=("real", "real-2x", "real+aug"),
+    ignores=("synth_ratio",), config_keys={"fda_beta": 0.01, "adapt_looks": 8},
+    label="domain-adaptation control: the real images with their low-frequency Fourier amplitudes swapped for "
+          "those of the unlabelled target photographs (--adapt; FDA), twice the steps",
+    meaning={ABOVE: "", BELOW: "", INCLUDES: ""}))
+register(Arm(
+    name="real+hist", sampling="real", steps=2, adapt="hist", compare=("real", "real-2x", "real+aug"),
+    ignores=("synth_ratio",), config_keys={"adapt_looks": 8},
+    label="domain-adaptation control: the real images histogram-matched (per channel, inside the FOV) to the "
+          "unlabelled target photographs (--adapt), twice the steps",
+    meaning={ABOVE: "", BELOW: "", INCLUDES: ""}))
+register(Arm(
+    name="self-train", sampling="real", steps=2, adapt="self-train", compare=("real", "real-2x", "real+aug"),
+    ignores=("synth_ratio",),
+    # the pseudo-labels are drawn with the scoring settings: here they train, so they enter this arm's key
+    config_keys={"threshold": 0.5, "infer_tile": None, "infer_overlap": 0.5},
+    label="domain-adaptation control: the 'real' model labels the unlabelled target photographs (--adapt), then "
+          "is fine-tuned on the real subset plus those pseudo-labels with the steps of 'real' again",
+    meaning={ABOVE: "", BELOW: "", INCLUDES: ""}))
+register(Arm(
     name="pretrain", sampling="real", steps=2, uses_synth=True, pretrain=True,
-    compare=("real", "real-2x", "real+aug"),
+    compare=("real", "real-2x", "real+aug", "real+fda", "real+hist", "self-train"),
     control="real-2x", config_keys={"finetune_lr": None, "pretrain_mix": 0.0},
     label="the synth model of the same seed fine-tuned on the real subset: twice the steps in all, so read "
           "against real-2x",
@@ -147,7 +172,7 @@ register(Arm(
              INCLUDES: "synthetic pretraining did no better than the same steps on the real images"}))
 register(Arm(
     name="pretrain+aug", sampling="real", steps=2, uses_synth=True, pretrain=True, augment="camera",
-    compare=("real", "real-2x", "real+aug", "pretrain"), control="real+aug",
+    compare=("real", "real-2x", "real+aug", "pretrain", "real+fda", "real+hist", "self-train"), control="real+aug",
     config_keys={"finetune_lr": None, "pretrain_mix": 0.0},
     label="the synth model of the same seed fine-tuned on the real subset with the camera-shift augmentation of "
           "real+aug: twice the steps in all, so read against real+aug (same steps, same augmentation, no "

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from retinasynth.bench.adapt import adapted_pool, load_adapt_set, parse_adapt, refuse_scored
+from retinasynth.bench.adapt import self_train as adapt_self_train
 from retinasynth.bench.arms import get_arm
 from retinasynth.bench.config import BenchConfig
 from retinasynth.bench.evalsets import load_sets, parse_test_data
@@ -62,6 +64,7 @@ from retinasynth.bench.report import (
     write_summary_csv,
 )
 from retinasynth.bench.runner import (
+    MODELS,
     RUNS,
     Context,
     cached_score,
@@ -70,6 +73,7 @@ from retinasynth.bench.runner import (
     read_json,
     reuse_training,
     score_model,
+    score_path,
     train_cell,
 )
 from retinasynth.data.dataset import load_dataset
@@ -81,7 +85,8 @@ from retinasynth.metrics.seg import METRICS
 from retinasynth.precision import describe, resolve_precision
 from retinasynth.provenance import portable_path, process_record, write_json_atomic, write_text_atomic
 from retinasynth.scaleout import init_ranks, parse_share, rank_device
-from retinasynth.segmenter import create_segmenter
+from retinasynth.segmenter import create_segmenter, save_segmenter
+from retinasynth.segmenter.model import wsd_decay_start
 
 RUN_FORMAT = KEY_FORMAT
 __all__ = ["benchmark_downstream", "cell_groups", "cell_share", "run_name", "val_ids", "Cell"]
@@ -113,7 +118,7 @@ LOCKS = "locks"  # OUT/locks/<training key>.lock: one per cell being trained by 
 def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, out: str | Path, cfg: BenchConfig,
                          test_data=None, progress: bool = True, allow_unverified_synth: bool = False,
                          device: str | None = None, cells: str | None = None,
-                         allow_mixed_code: bool = False, records: str | Path | None = None) -> dict:
+                         allow_mixed_code: bool = False, records: str | Path | None = None, adapt=None) -> dict:
     """Run the downstream protocol; write runs/, models/, scores/, results.json, summary.csv, report.md and
     dice_vs_n.png under ``out``.
 
@@ -135,6 +140,9 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
             RANK/WORLD_SIZE and rank 0 writes the report; other ranks return that same small dict.
         allow_mixed_code: assemble a report from runs made by different versions of the code (they are
             listed in results.json); refused otherwise.
+        adapt: 'NAME=DIR' (or a bare DIR): unlabelled photographs of a target camera for the domain-adaptation
+            control arms ('real+fda', 'real+hist', 'self-train'); refused in one line if any is an evaluated
+            image (:mod:`retinasynth.bench.adapt`).
         records: a durable folder for the small records (training records and scores, no weights): its
             records are restored into ``out`` first and every new one is copied there after each model, so a
             protocol longer than one machine's life goes on elsewhere (:mod:`retinasynth.bench.records`).
@@ -163,6 +171,7 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
         raise ConfigError(f"arms {', '.join(synth_arms)} need synthetic pairs: pass --synth DIR, or run only "
                           f"arms without them with -o bench.arms={','.join(a for a in cfg.arms if a not in synth_arms) or 'real'}.")
     externals = parse_test_data(test_data)
+    adapt_spec = parse_adapt(adapt)
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -171,17 +180,23 @@ def benchmark_downstream(real_data: str | Path, synth_data: str | Path | None, o
     try:
         with hold(out, shared=share is not None, what="the benchmark folder"):
             return _benchmark(real_data, synth_data, out, cfg, externals, progress, allow_unverified_synth, dev,
-                              bool(synth_arms), t_start, share, ranks, allow_mixed_code, records)
+                              bool(synth_arms), t_start, share, ranks, allow_mixed_code, records, adapt_spec)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, progress, allow_unverified, dev,
-               needs_synth, t_start, share=None, ranks=None, allow_mixed_code=False, records=None) -> dict:
+               needs_synth, t_start, share=None, ranks=None, allow_mixed_code=False, records=None,
+               adapt_spec=None) -> dict:
     create_segmenter(cfg)  # fail fast on an arch/encoder combination smp cannot build
     env = Environment(precision=resolve_precision(cfg.precision, dev), device_type=dev.type)
     train, evals, held_out = load_sets(real_data, cfg, externals, progress)
     real_guard = verify_real(real_data, train, evals)
+    adapt_set, adapt_info = None, None
+    if adapt_spec is not None:
+        adapt_set = load_adapt_set(*adapt_spec, cfg.data_config(), progress)
+        adapt_info = refuse_scored(adapt_set, evals)
+        adapt_info["root"] = portable_path(adapt_set.root, out)
     warn: list[str] = []
     synth_info: dict | None = None
     synth_samples: list = []
@@ -200,14 +215,16 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
     eval_in = {ev.name: _enhanced(ev.work.samples, cfg.preprocess) for ev in evals}
     ctx = Context(out=out, cfg=cfg, env=env, synth=_enhanced(synth_samples, cfg.preprocess), synth_fp=synth_fp,
                   device=dev, progress=progress)
+    ctx.adapt = adapt_set
 
-    plan = make_plan(cfg, train.samples, synth_fp, env)
+    plan = make_plan(cfg, train.samples, synth_fp, env, adapt_info["fingerprint"] if adapt_info else None)
     mine = cell_share(plan, *share) if share is not None else set(range(len(plan)))
     (out / RUNS).mkdir(parents=True, exist_ok=True)
     if records is not None:
         restore_records(records, out)
     todo = {i for i in mine if not _scored(ctx, plan[i], evals, eval_fps)}
     bar = _progress(len(mine), len(mine) - len(todo), progress)
+    by_name = {c.name: c for c in plan}
     counts = {"trained": 0, "cached": 0, "reused": 0, "scored": 0, "scores_cached": 0}
     done: dict[str, dict] = {}  # training key -> record trained (or found) in this process
     busy: list[str] = []  # cells another process of a shared cache was training: left to it
@@ -228,7 +245,7 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
                 busy.append(cell.name)
                 continue
             try:
-                _run_cell(ctx, cell, evals, eval_in, eval_fps, done, counts, bar)
+                _run_cell(ctx, cell, evals, eval_in, eval_fps, done, counts, bar, by_name)
                 if records is not None and i in todo:
                     save_records(out, records)
             finally:
@@ -256,6 +273,7 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
                     f"(--allow-mixed-code): git revisions {', '.join(revisions['git_revisions'])}.")
     results = _results(real_data, out, cfg, env, dev, train, evals, held_out, real_guard, synth_info, runs,
                        plateau_runs, warn, counts, revisions, t_start)
+    results["adapt"] = adapt_info  # the target photographs of --adapt (ids, fingerprint, the scored-image check)
     write_json_atomic(out / "results.json", results)
     write_summary_csv(out / "summary.csv", results["summary"])
     plot_dice_vs_n(out / "dice_vs_n.png", results["summary"], cfg.arms, cfg.regimes)
@@ -288,12 +306,88 @@ def _scored(ctx: Context, cell: Cell, evals, eval_fps) -> bool:
                for k in keys for ev in evals)
 
 
-def _run_cell(ctx: Context, cell: Cell, evals, eval_in, eval_fps, done: dict, counts: dict, bar) -> None:
-    """Train (or find) one cell's model, then score it on every evaluation set not scored yet."""
+def _train_self(ctx: Context, cell: Cell, subset: list) -> tuple[dict, torch.nn.Module]:
+    """The 'self-train' arm: the 'real' model of this regime and seed (from OUT/models when its record has the
+    key a 'real' run would have, else trained now: the same weights), then :func:`retinasynth.bench.adapt.self_train`."""
+    from retinasynth.bench.plan import train_key as real_key
+    from retinasynth.segmenter import load_segmenter, train_segmenter
+
+    cfg, t0 = ctx.cfg, time.perf_counter()
+    key = real_key(cfg, get_arm("real"), cell.regime, cell.seed, samples_fingerprint(cell.subset), None, ctx.env)
+    src = read_json(ctx.out / RUNS / f"{run_name('real', cell.regime, cell.seed)}.json")
+    weights, reused = None, False
+    if src and src.get("status") == "complete" and src.get("train_key") == key and (ctx.out / src["model"]).is_file():
+        m, _ = load_segmenter(ctx.out / src["model"])
+        weights, reused = m.state_dict(), True
+    if weights is None:
+        m, _ = train_segmenter(cfg, subset, [], "real", cell.seed, ctx.device, progress=ctx.progress,
+                               desc=cell.name + " (source)")
+        weights = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    model, log = adapt_self_train(cfg, subset, ctx.adapt, cell.seed, ctx.device, weights, ctx.progress, cell.name)
+    path = ctx.out / MODELS / f"{cell.name}.safetensors"
+    save_segmenter(path, model, cfg, {"train_key": cell.train_key})
+    rec = {"format_version": KEY_FORMAT, "status": "complete", "name": cell.name, "arm": cell.arm,
+           "regime": cell.regime, "seed": cell.seed, "train_key": cell.train_key,
+           "real_ids": [s.id for s in cell.subset], "n_synth_pool": 0, "total_steps": 2 * cfg.steps,
+           "source_train_key": key, "source_reused": reused, "adapt": ctx.adapt.name,
+           "train": log, "train_wall_s": time.perf_counter() - t0, "precision": ctx.env.precision,
+           "device": str(ctx.device), "model": portable_path(path, ctx.out),
+           "record": {**process_record(), "seed": cell.seed}}
+    write_json_atomic(ctx.out / RUNS / f"{cell.name}.json", rec)
+    return rec, model
+
+
+def _read_off(ctx: Context, cell: Cell, src: Cell, evals, eval_fps) -> dict | None:
+    """``cell``'s record and scores read off ``src``'s run, whose branch at ``cell``'s steps is bitwise the model
+    ``cell`` would train (:func:`retinasynth.bench.plan.branch_source`): the branch's weights and its scores on
+    every evaluation set, recorded under ``cell``'s own keys. None when ``src`` is not done (or lacks a score)."""
+    srec = recorded_training(ctx, src)
+    if srec is None:
+        return None
+    steps = get_arm(cell.arm).steps * ctx.cfg.steps
+    br = next((b for b in srec.get("branches", []) if b["steps"] == steps), None)
+    if br is None:
+        return None
+    scores = {}
+    for ev in evals:
+        sc = cached_score(ctx, br["train_key"], ev, score_key(ctx.cfg, br["train_key"], eval_fps[ev.name], ctx.env))
+        if sc is None:
+            return None
+        scores[ev.name] = sc
+    for ev in evals:
+        skey = score_key(ctx.cfg, cell.train_key, eval_fps[ev.name], ctx.env)
+        write_json_atomic(score_path(ctx, cell.train_key, ev),
+                          {**scores[ev.name], "train_key": cell.train_key, "score_key": skey,
+                           "read_off": {"run": src.name, "branch_train_key": br["train_key"]}})
+    main_steps = srec["train"]["steps"]
+    log = {**{k: v for k, v in srec["train"].items() if k not in ("branches", "loss_curve")},
+           "steps": steps, "final_loss": br["log"]["final_loss"],
+           "loss_curve": [p for p in srec["train"].get("loss_curve", []) if p[0] <= wsd_decay_start(steps)]}
+    rec = {**{k: v for k, v in srec.items() if k not in ("branches", "reused_from")},
+           "name": cell.name, "arm": cell.arm, "regime": cell.regime, "seed": cell.seed, "train_key": cell.train_key,
+           "total_steps": steps, "train": log, "model": br["model"],
+           "branches": [b for b in srec.get("branches", []) if b["steps"] < steps],
+           # the share of the source's wall time up to this budget: what a run of its own would have cost
+           "train_wall_s": srec.get("train_wall_s", 0.0) * steps / main_steps,
+           "read_off": {"run": src.name, "steps": steps, "branch_train_key": br["train_key"]}}
+    write_json_atomic(ctx.out / RUNS / f"{cell.name}.json", rec)
+    return rec
+
+
+def _run_cell(ctx: Context, cell: Cell, evals, eval_in, eval_fps, done: dict, counts: dict, bar,
+              by_name: dict | None = None) -> None:
+    """Train (or find, or read off a longer run's branch) one cell's model, then score it on every evaluation
+    set not scored yet."""
     model = None
     rec = cached_training(ctx, cell)
     if rec is None and _scored(ctx, cell, evals, eval_fps):  # records and scores only: nothing to do
         rec = recorded_training(ctx, cell)
+    if rec is None and cell.source is not None and by_name and cell.source in by_name:
+        rec = _read_off(ctx, cell, by_name[cell.source], evals, eval_fps)
+        if rec is not None:
+            counts["read_off"] = counts.get("read_off", 0) + 1
+            done[cell.train_key] = rec
+            return
     if rec is not None:
         counts["cached"] += 1
         done.setdefault(cell.train_key, rec)
@@ -304,7 +398,15 @@ def _run_cell(ctx: Context, cell: Cell, evals, eval_in, eval_fps, done: dict, co
         if bar is not None:
             bar.set_postfix_str(cell.name)
         subset = _enhanced(cell.subset, ctx.cfg.preprocess)
-        rec, model = train_cell(ctx, cell, subset)
+        method = cell.spec.adapt
+        if method in ("fda", "hist"):  # the real subset in target looks, trained on like the real images
+            pool = adapted_pool(method, list(cell.subset), ctx.adapt, ctx.cfg.adapt_looks, cell.seed,
+                                ctx.cfg.fda_beta)
+            rec, model = train_cell(ctx, cell, _enhanced(pool, ctx.cfg.preprocess))
+        elif method == "self-train":
+            rec, model = _train_self(ctx, cell, subset)
+        else:
+            rec, model = train_cell(ctx, cell, subset)
         done[cell.train_key] = rec
         counts["trained"] += 1
     for ev in evals:
@@ -387,6 +489,8 @@ def _labelled(cfg: BenchConfig, synth_info: dict | None) -> list[dict]:
         for c in synth_info.get("fingerprint_checks") or []:
             gen = c.get("run_images")
             break
+        if synth_info.get("labelled_images") is not None:  # recorded by fit: pseudo-labels and init runs counted
+            gen = synth_info["labelled_images"]
     out = []
     for arm in cfg.arms:
         spec = get_arm(arm)
@@ -449,5 +553,6 @@ def _results(real_data, out: Path, cfg: BenchConfig, env: Environment, dev, trai
         "plateau_runs": [{k: v for k, v in r.items() if k != "score_records"} for r in plateau_runs],
         "n_trained": counts["trained"], "n_cached": counts["cached"], "n_reused": counts["reused"],
         "n_scored": counts["scored"], "n_scores_cached": counts["scores_cached"],
+        "n_read_off": counts.get("read_off", 0),
         "wall_s": time.perf_counter() - t_start,
     }

@@ -38,6 +38,9 @@ class BenchConfig(SegmenterConfig):
             the batches.
         bootstrap: resamples of the crossed bootstrap behind every confidence interval.
         threads: CPU threads for torch; None = all cores.
+        fda_beta: the 'real+fda' arm's swapped low-frequency square, half side as a share of the shorter side.
+        adapt_looks: target photographs drawn per real image for the 'real+fda' and 'real+hist' arms (each real
+            image is trained on in that many target looks).
         curve: shorter budgets read off every model's run, as fractions of its steps (of the fine-tune for
             'pretrain' arms), e.g. [0.25, 0.5]: each is scored like the full model and the report plots Dice
             against steps per arm and states each arm's last doubling (its plateau). Needs
@@ -58,11 +61,20 @@ class BenchConfig(SegmenterConfig):
     val_seed: int = 0
     plateau: int = 0
     curve: tuple[float, ...] = ()
+    fda_beta: float = 0.01
+    adapt_looks: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("arms", "regimes", "seeds", "curve"):
             object.__setattr__(self, name, _as_tuple(getattr(self, name), name))
+        if isinstance(self.fda_beta, bool) or not isinstance(self.fda_beta, (int, float)) \
+                or not 0.0 < self.fda_beta <= 0.5:
+            raise ConfigError(f"bench.fda_beta must lie in (0, 0.5] (the swapped low-frequency square's half side "
+                              f"as a share of the image side; FDA uses 0.01-0.09), got {self.fda_beta!r}.")
+        if not _positive_int(self.adapt_looks):
+            raise ConfigError(f"bench.adapt_looks must be a positive integer (target photographs per real image "
+                              f"for the real+fda and real+hist arms), got {self.adapt_looks!r}.")
         if not _positive_int(self.bootstrap):
             raise ConfigError(f"bench.bootstrap must be a positive integer, got {self.bootstrap!r}.")
         if self.finetune_lr is not None and not (isinstance(self.finetune_lr, (int, float))

@@ -238,6 +238,7 @@ def _check_run(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
         checked.append({"eval": ev.name, "images": len(ref), "run_images": len(fps),
                         "max_image_similarity": float(sim.max()) if sim.size else None})
     return {"run_dir": meta.get("run_dir"), "generator_sha256": meta.get("generator_sha256"),
+            "labelled_images": meta.get("labelled_images"), "init_from": meta.get("init_from"),
             "run_data_root": str(run_root) if run_root else run_data.get("root"), "fingerprint_checks": checked,
             "fingerprints_recomputed": not run_data.get("sample_fingerprints"),
             "signatures_recomputed": not run_data.get("image_signatures"),

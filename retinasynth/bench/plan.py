@@ -73,6 +73,7 @@ class Cell:
     train_key: str
     subset: tuple = field(repr=False, compare=False, default=())
     plateau: bool = False  # a 2x-steps 'real' run made only for the plateau check (not an arm of the report)
+    source: str | None = None  # the cell whose run's branch is this cell's model (see :func:`branch_source`)
 
     @property
     def name(self) -> str:
@@ -113,8 +114,11 @@ def branch_key(tkey: str, budget: int) -> str:
 def arm_behaviour(arm: Arm) -> dict:
     """What an arm does, as data (its name and wording stay out of its key)."""
     base = get_arm(arm.same_model_as) if arm.same_model_as else arm
-    return {"sampling": base.sampling, "steps": arm.steps, "uses_real": arm.uses_real,
-            "uses_synth": arm.uses_synth, "pretrain": arm.pretrain}
+    out = {"sampling": base.sampling, "steps": arm.steps, "uses_real": arm.uses_real,
+           "uses_synth": arm.uses_synth, "pretrain": arm.pretrain}
+    if arm.adapt is not None:  # left out otherwise: keys recorded before adaptation arms existed stay valid
+        out["adapt"] = arm.adapt
+    return out
 
 
 def train_key(cfg: BenchConfig, arm: Arm, regime: int, seed: int, subset_fp: str | None, synth_fp: str | None,
@@ -148,19 +152,58 @@ def score_key(cfg: BenchConfig, tkey: str, eval_fp: dict, env: Environment) -> s
                  "code": env.score_code})
 
 
-def make_plan(cfg: BenchConfig, train_samples: list, synth_fp: str | None, env: Environment) -> list[Cell]:
+def branch_source(cfg: BenchConfig, arm: Arm, arms: list[Arm]) -> Arm | None:
+    """The arm among ``arms`` whose run, at the same regime and seed, passes through ``arm``'s model: an arm
+    that is ``arm`` at more steps (``same_model_as``) and has a ``bench.curve`` branch at exactly ``arm``'s
+    steps, with the same warm-up. That branch is bitwise the model a run of ``arm`` ends with
+    (:func:`retinasynth.segmenter.train_segmenter`), so ``arm`` is read off it instead of trained: e.g. 'real'
+    off 'real-2x' with curve 0.5, which saves a third of the real-image arms' steps."""
+    from retinasynth.segmenter.model import WSD_WARMUP
+
+    if not cfg.curve or cfg.lr_schedule != "wsd":
+        return None
+    steps = arm.steps * cfg.steps
+    for other in arms:
+        if other.same_model_as != arm.name or other.name == arm.name:
+            continue
+        longer = other.steps * cfg.steps
+        if steps in branch_budgets(cfg, longer) and min(WSD_WARMUP, steps // 10) == min(WSD_WARMUP, longer // 10):
+            return other
+    return None
+
+
+# What trains an adaptation arm besides TRAIN_CODE (kept out of the other arms' keys).
+ADAPT_CODE = ("data.adapt", "bench.adapt")
+
+
+def adapt_subset_key(subset_fp: str, adapt_fp: str) -> str:
+    """What an adaptation arm's model depends on besides the real subset: the target photographs (their
+    content) and the code that adapts to them."""
+    return _sha({"real": subset_fp, "target": adapt_fp, "code": source_hash(ADAPT_CODE)})
+
+
+def make_plan(cfg: BenchConfig, train_samples: list, synth_fp: str | None, env: Environment,
+              adapt_fp: str | None = None) -> list[Cell]:
     """Every cell of the protocol, 'synth' before 'pretrain' in each (regime, seed) (it is the pretraining),
-    then the plateau runs when 'real-2x' is not an arm (``plateau`` seeds of 'real' at twice the steps at the
-    largest regime)."""
+    an arm read off a longer arm's branch (:func:`branch_source`) after that arm, then the plateau runs when
+    'real-2x' is not an arm (``plateau`` seeds of 'real' at twice the steps at the largest regime)."""
     arms = [get_arm(a) for a in cfg.arms]
-    order = sorted(arms, key=lambda a: a.pretrain)
+    needs = [a.name for a in arms if a.adapt is not None]
+    if needs and adapt_fp is None:
+        raise ConfigError(f"arms {', '.join(needs)} adapt to a target camera: pass --adapt NAME=DIR (unlabelled "
+                          "photographs of that camera, none of them scored), or drop those arms.")
+    sources = {a.name: branch_source(cfg, a, arms) for a in arms}
+    order = sorted(arms, key=lambda a: (a.pretrain, sources[a.name] is not None))
     plan: list[Cell] = []
     for n in cfg.regimes:
         for seed in cfg.seeds:
             subset = tuple(real_subset(train_samples, n, seed))
             fp = samples_fingerprint(subset)
             for arm in order:
-                plan.append(Cell(arm.name, n, seed, train_key(cfg, arm, n, seed, fp, synth_fp, env), subset))
+                src = sources[arm.name]
+                afp = adapt_subset_key(fp, adapt_fp) if arm.adapt is not None else fp
+                plan.append(Cell(arm.name, n, seed, train_key(cfg, arm, n, seed, afp, synth_fp, env), subset,
+                                 source=run_name(src.name, n, seed) if src is not None else None))
     if "real-2x" not in cfg.arms:
         n = max(cfg.regimes)
         for seed in cfg.seeds[:cfg.plateau]:
@@ -185,7 +228,9 @@ def cell_groups(plan: list[Cell]) -> list[list[int]]:
     first: dict = {}
     for i, c in enumerate(plan):
         spec = c.spec
-        keys = [("key", c.train_key)]
+        keys = [("key", c.train_key), ("cell", c.name)]
+        if c.source is not None:
+            keys.append(("cell", c.source))
         if spec.pretrain or (spec.uses_synth and not spec.uses_real):
             keys.append(("pretraining", c.seed))
         for key in keys:

@@ -385,7 +385,9 @@ def report_markdown(results: dict) -> str:
         lines.append(sl)
     if "wall_s" in results:
         lines.append(f"- Wall time: {results['wall_s'] / 60:.1f} min ({results.get('n_trained', '?')} runs trained "
-                     f"now, {results.get('n_cached', '?')} from cache, {results.get('n_reused', '?')} reused).")
+                     f"now, {results.get('n_cached', '?')} from cache, {results.get('n_reused', '?')} reused"
+                     + (f", {results['n_read_off']} read off a longer run's branch at their steps (bitwise the "
+                        "model a run of their own ends with)" if results.get("n_read_off") else "") + ").")
     lines.append("")
     lines += how_to_read(results)
     lines += labelled_table(results)

@@ -49,11 +49,25 @@ def channel_cdfs(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
     return out
 
 
+def read_photographs(folder: Path, what: str):
+    """(path, RGB image, derived FOV) of every photograph under ``folder`` (any supported format, sub-folders
+    included), in name order; a one-line DataError starting with ``what`` (e.g. '--style DIR') when there is
+    none, or naming the file that is unreadable."""
+    from retinasynth.data.io import derive_fov, read_image
+
+    files = _image_files(folder)
+    if not files:
+        raise DataError(f"{what}: no image files found (png, jpg, tif, gif, ppm[.gz], bmp); pass a folder "
+                        "of unlabelled photographs from the target camera.")
+    for p in files:
+        img = read_image(p)  # a damaged file is a one-line RetinaSynthError naming it
+        yield p, img, derive_fov(img)
+
+
 def load_styles(folder: str | Path) -> tuple[list[Style], list]:
     """The styles of every photograph under ``folder`` (any supported format, sub-folders included), and their
     near-duplicate signatures (for the leakage guard). A one-line DataError when there is none or one is
     unreadable."""
-    from retinasynth.data.io import derive_fov, read_image
     from retinasynth.data.preprocess import resize_image, resize_mask
     from retinasynth.data.similarity import image_signature
 
@@ -61,14 +75,8 @@ def load_styles(folder: str | Path) -> tuple[list[Style], list]:
     if not folder.is_dir():
         raise DataError(f"--style {folder}: not a folder; pass a folder of unlabelled photographs from the target "
                         "camera.")
-    files = _image_files(folder)
-    if not files:
-        raise DataError(f"--style {folder}: no image files found (png, jpg, tif, gif, ppm[.gz], bmp); pass a folder "
-                        "of unlabelled photographs from the target camera.")
     styles, sigs = [], []
-    for p in files:
-        img = read_image(p)  # a damaged file is a one-line RetinaSynthError naming it
-        fov = derive_fov(img)
+    for p, img, fov in read_photographs(folder, f"--style {folder}"):
         small = resize_image(img, (STATS_SIDE, STATS_SIDE))
         sfov = resize_mask(fov, (STATS_SIDE, STATS_SIDE), thin=False)
         styles.append(Style(str(p.relative_to(folder)), channel_cdfs(small, sfov)))

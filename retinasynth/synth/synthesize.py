@@ -278,6 +278,7 @@ def _synthesize(run_dir, out: Path, cfg: SynthConfig, resume: bool, overwrite: b
     meta = {"settings": settings, "run_dir": str(Path(run_dir).resolve()), "generator_sha256": gen.weights_sha256,
             "run_data": {k: run_data.get(k) for k in ("root", "layout", "train_ids", "val_ids", "config",
                                                        "fingerprint", "sample_fingerprints", "image_signatures")},
+            "labelled_images": run_cfg.get("labelled_images"), "init_from": run_cfg.get("init_from"),
             "n": cfg.n, "resolution": res, "mix": mix, "stochastic": stochastic,
             "precision": describe(gen.precision, gen.device),
             "memory_format": "channels_last" if gen.channels_last else "contiguous", "record": record,

@@ -51,6 +51,9 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     threads: int | None = None  # CPU threads; None = all cores
+    # A finished fit run whose generator, EMA and discriminator weights this run starts from (fine-tuning, e.g.
+    # on a target camera's photographs paired with pseudo-labels: `retinasynth pseudo-label`); same model settings.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "consistency_steps")

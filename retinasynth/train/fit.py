@@ -216,6 +216,7 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
     G = create_generator(cfg.model, depth).to(dev)
     D = create_discriminator(cfg.model).to(dev)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
+    init_info = _init_weights(Path(t.init_from), cfg, depth, G, D, ema) if t.init_from and not resume else None
     if t.channels_last is not None:
         channels_last = t.channels_last
     elif resume:  # a run recorded before the memory format was resolved and recorded: the rule of its time
@@ -243,6 +244,23 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
                "record": run_record(t.seed), "world_size": dd.world, "device": str(dev),
                "precision": {**describe(prec, dev), "requested": requested or t.precision},
                "memory_format": "channels_last" if channels_last else "contiguous", "status": "running"}
+    # labelled images behind this generator: its data's (none when they are pseudo-labelled photographs, see
+    # `retinasynth pseudo-label`) plus those of the run it started from
+    pseudo = (Path(data_root) / "pseudo.json").is_file()
+    payload["data"]["labels"] = "pseudo" if pseudo else "given"
+    payload["labelled_images"] = (0 if pseudo else len(train) + len(val)) + (
+        (init_info or {}).get("labelled_images") or 0)
+    if init_info is not None:
+        payload["init_from"] = init_info
+        # the starting run's training images count as this generator's too (the benchmark's leakage guard)
+        for i, sig in (init_info.pop("image_signatures") or {}).items():
+            payload["data"]["image_signatures"][f"init:{i}"] = sig
+    elif resume and t.init_from and (out / ck.CONFIG).is_file():  # keep what the first start recorded
+        prior = json.loads((out / ck.CONFIG).read_text())
+        payload["init_from"] = prior.get("init_from")
+        payload["data"]["image_signatures"].update(
+            {k: v for k, v in ((prior.get("data") or {}).get("image_signatures") or {}).items()
+             if k.startswith("init:")})
     st = ck.load_checkpoint(out, G, ema) if resume else None
     if st is not None:
         # runs started before the FOV masks were hashed recorded the legacy fingerprint
@@ -298,6 +316,44 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
     if dd.world > 1:
         dist.barrier()
     return out
+
+
+def _init_weights(run: Path, cfg, depth: int, G, D, ema) -> dict:
+    """Load a finished run's generator, EMA and discriminator into ``G``, ``ema``, ``D`` (``train.init_from``).
+    One-line errors for a folder that is no fit run, a run with other model settings or without a checkpoint.
+    Returns what the new run records about it (its training images' signatures included)."""
+    conf = run / ck.CONFIG
+    if not conf.is_file():
+        raise RetinaSynthError(f"train.init_from {run}: not a fit run (no {ck.CONFIG}); pass the folder of a "
+                               "finished `retinasynth fit`.")
+    try:
+        prior = json.loads(conf.read_text())
+        model, gdepth = prior["config"]["model"], prior["generator"]["depth"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RetinaSynthError(f"train.init_from {conf}: unreadable or damaged run config; pass the folder of a "
+                               "finished `retinasynth fit`.") from None
+    mine = cfg.to_dict()["model"]
+    diff = sorted(k for k in set(mine) | set(model) if mine.get(k) != model.get(k))
+    if diff or gdepth != depth:
+        what = ", ".join(f"model.{k}={model.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:4]) or \
+            f"generator depth {gdepth} there, {depth} here (crop/size differ)"
+        raise RetinaSynthError(f"train.init_from {run}: another generator ({what}); fine-tune with the run's own "
+                               f"settings: --config {conf}.")
+    st = ck.load_checkpoint(run, G, ema)
+    if st is None:
+        raise RetinaSynthError(f"train.init_from {run}: no checkpoint to start from; let that fit finish first.")
+    try:
+        D.load_state_dict(st["discriminator"])
+    except Exception as e:  # noqa: BLE001 - a state of another discriminator
+        raise RetinaSynthError(f"train.init_from {run}: its discriminator does not fit this one "
+                               f"({type(e).__name__}); fine-tune with --config {conf}.") from None
+    data = prior.get("data") or {}
+    return {"run": str(run.resolve()), "step": int(st.get("step", 0)),
+            "generator_sha256": (st.get("weights_sha256") or {}).get(ck.WEIGHTS_EMA),
+            "labelled_images": prior.get("labelled_images",
+                                         len(data.get("train_ids") or []) + len(data.get("val_ids") or [])),
+            "data": {k: data.get(k) for k in ("root", "layout", "train_ids", "val_ids", "fingerprint")},
+            "image_signatures": data.get("image_signatures")}
 
 
 def _resolve_run_precision(requested: str, explicit: str | None, dev: torch.device, resumed: Path | None) -> str:
