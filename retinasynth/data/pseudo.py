@@ -27,6 +27,7 @@ def pseudo_label(photos: str | Path, out: str | Path, model: str | Path, device:
     there, its labels unused) with the segmenter ``model`` (a benchmark-downstream ``OUT/models/*.safetensors``)
     and write the pairs to ``out``. Returns the content of ``pseudo.json``."""
     from retinasynth.data.io import derive_fov, read_image
+    from retinasynth.data.layouts import IMAGE_EXTS
     from retinasynth.device import pick_device
     from retinasynth.locking import hold
     from retinasynth.segmenter.model import load_segmenter, segment_at_working_size, to_native
@@ -64,8 +65,9 @@ def pseudo_label(photos: str | Path, out: str | Path, model: str | Path, device:
             fov = derive_fov(img)
             prob, _, _ = segment_at_working_size(seg, cfg, img, None, fov, dev)
             mask = (to_native(prob, img.shape[:2]) >= thr) & fov.astype(bool)
-            rel = p.relative_to(photos) if p.is_relative_to(photos) else Path(p.name)
-            pid = rel.with_suffix("").as_posix().replace("/", "__")
+            rel = (p.relative_to(photos) if p.is_relative_to(photos) else Path(p.name)).as_posix()
+            ext = next((e for e in sorted(IMAGE_EXTS, key=len, reverse=True) if rel.lower().endswith(e)), "")
+            pid = rel[:len(rel) - len(ext)].replace("/", "__")  # im0004.ppm.gz -> im0004
             for sub, arr in (("images", img), ("masks", mask.astype(np.uint8) * 255),
                              ("fov", fov.astype(np.uint8) * 255)):
                 write_png_atomic(out / sub / f"{pid}.png", arr)
