@@ -179,8 +179,11 @@ def test_synthesize_second_writer_refused(tmp_path, run_dir, cli):
     out = tmp_path / "synth"
     args = ["synthesize", "--run", run_dir, "--out", out, "--n", "12", "--batch-size", "4", "--quiet",
             "--workers", "1"]
-    first = _start_stalled(tmp_path, ("retinasynth.synth.synthesize", "write_png_atomic",
-                                      "after:'syn_000005' in str(a[0])"), args)
+    # Stalled where it is quiescent: every pair written, the writer pool closed, the merged manifest not yet
+    # written. (A stall inside a pair's write raced: the main thread could still append finished pairs'
+    # manifest lines after the snapshot, and did once on a loaded CI machine.)
+    first = _start_stalled(tmp_path, ("retinasynth.synth.synthesize", "write_text_atomic",
+                                      "before:str(a[0]).endswith('manifest.jsonl')"), args)
     try:
         before = _snapshot(out)
         _refused(cli(*args, "--resume"), first.pid, out)
