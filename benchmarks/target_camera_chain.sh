@@ -7,7 +7,8 @@
 # is skipped when done; the benchmark's records go to benchmarks/results/target-stare/records, to be committed).
 #   benchmarks/target_camera_chain.sh [CONVERGED_ROOT] [OUT_ROOT]
 # 1. pseudo-label STARE's unscored part with the source segmenter;
-# 2. fine-tune the converged generator on those pairs (800 steps), render 1000 pairs on DRIVE's true masks;
+# 2. fine-tune the converged generator on those pairs (length and learning rate chosen without labels by
+#    benchmarks/target_look_select.py), render 1000 pairs on DRIVE's true masks in the target look;
 # 3. the benchmark (converged protocol, n = 2 and 20, seeds 0 and 1) scored on STARE's scored part: real, real+aug,
 #    the controls real+fda, real+hist and self-train on the same photographs (--adapt), and pretrain /
 #    pretrain+aug from the target-look set.
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 C=${1:-runs/converged}
 R=${2:-runs/target}
 RS=${RS:-.venv/bin/retinasynth}
+PY=${PY:-.venv/bin/python}
 D=${D:-../shared/data}
 REC=${REC:-benchmarks/results}
 CFG=benchmarks/configs/bench-converged-wsd.json
@@ -25,16 +27,28 @@ mkdir -p "$R"
 [ -f "$C/fit/generator_ema.safetensors" ] || { echo "error: $C/fit missing: run benchmarks/converged_chain.sh first"; exit 2; }
 [ -f "$R/pseudo/pseudo.json" ] || { rm -rf "$R/pseudo"
   $RS pseudo-label --photos $D/STARE --split test --model "$SEG" --out "$R/pseudo" --quiet; }
-if [ -e "$R/fit/config.json" ]; then
-  grep -q '"status": "running"' "$R/fit/config.json" && $RS fit --resume --out "$R/fit" --quiet
-else
-  $RS fit --init "$C/fit" --data "$R/pseudo" --out "$R/fit" -o train.steps=800 --quiet
-fi
+# the fine-tune's length and learning rate, chosen without a target label (benchmarks/target_look_select.py:
+# vessel visibility of the renders and their distance to the photographs' colours); its report is committed
+$PY benchmarks/target_look_select.py --source-run "$C/fit" --pseudo "$R/pseudo" --data $D/DRIVE --model "$SEG" \
+  --out "$R/select"
+mkdir -p "$REC/target-select"; cp "$R/select/"{results.json,summary.csv,report.md,compare.png} "$REC/target-select/"
+CHOSEN=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$R/select/results.json")
+GEN=$R/select/$CHOSEN/fit; [ "$CHOSEN" = source ] && GEN=$C/fit
+echo "target-look generator: $CHOSEN ($GEN)"
+# 1000 pairs on DRIVE's true masks, in the target look as rendered (no sampled camera looks on top)
 if [ ! -e "$R/synth/synth.json" ]; then
-  if [ -d "$R/synth" ]; then $RS synthesize --run "$R/fit" --data $D/DRIVE --n 1000 --out "$R/synth" --resume
-  else $RS synthesize --run "$R/fit" --data $D/DRIVE --n 1000 --out "$R/synth"; fi
+  if [ -d "$R/synth" ]; then $RS synthesize --run "$GEN" --data $D/DRIVE --n 1000 --out "$R/synth" --appearance none --resume
+  else $RS synthesize --run "$GEN" --data $D/DRIVE --n 1000 --out "$R/synth" --appearance none; fi
 fi
-$RS benchmark-downstream --data $D/DRIVE --synth "$R/synth" --out "$R/bench" --config $CFG \
+# The benchmark runs with the converged protocol's frozen code (its worktree, $C/code, when there), so that the
+# real-image arms' models of the converged run serve here as they are (hard links: same keys, one code version);
+# only the adaptation and target-look arms train, and every model is scored on STARE's scored part.
+RSB=$RS
+[ -d "$C/code/retinasynth" ] && RSB="env PYTHONPATH=$C/code $PY -m retinasynth_cli.main"
+if [ ! -d "$R/bench" ] && [ -d "$C/bench/models" ]; then
+  mkdir -p "$R/bench"; cp -al "$C/bench/models" "$C/bench/runs" "$C/bench/scores" "$R/bench/"
+fi
+$RSB benchmark-downstream --data $D/DRIVE --synth "$R/synth" --out "$R/bench" --config $CFG \
   --test-data stare:train=$D/STARE --adapt stare:test=$D/STARE \
   -o arms=real,real-2x,real+aug,real+fda,real+hist,self-train,pretrain,pretrain+aug \
   --records "$REC/target-stare/records" --quiet

@@ -26,6 +26,6 @@ S = sys.argv[1]
 def row(pattern):
     return np.concatenate([cv2.resize(cv2.imread(f), (256, 256)) for f in sorted(glob.glob(pattern))[:4]], 1)
 cv2.imwrite(f"{S}/compare.png", np.concatenate([row(f"{S}/synth-src/images/*.png"), row(f"{S}/synth/images/*.png"),
-                                                row(f"{S}/pseudo/images/*.png"), row(f"{S}/pseudo/masks/*.png")], 0))
+                                                row(f"{S}/pseudo/train/images/*.png"), row(f"{S}/pseudo/train/masks/*.png")], 0))
 print(f"{S}/compare.png")
 PY

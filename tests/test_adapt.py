@@ -136,7 +136,7 @@ def test_target_look_generator_from_pseudo_labelled_photographs(tmp_path, data_r
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "pseudo" / "pseudo.json").read_text())
     assert meta["n"] == 3 and meta["labels"] == "pseudo" and meta["labels_used"] is False
-    assert sorted(p.name for p in (tmp_path / "pseudo" / "masks").iterdir()) == ["e0.png", "e1.png", "e2.png"]
+    assert sorted(p.name for p in (tmp_path / "pseudo" / "train" / "masks").iterdir()) == ["e0.png", "e1.png", "e2.png"]
     # a non-empty --out is refused in one line
     r = cli("pseudo-label", "--photos", photos, "--model", model, "--out", tmp_path / "pseudo", "--quiet")
     assert r.exit_code != 0 and "not empty" in r.output and r.output.count("\n") == 1, r.output
@@ -147,6 +147,8 @@ def test_target_look_generator_from_pseudo_labelled_photographs(tmp_path, data_r
     conf = json.loads((tmp_path / "ft" / "config.json").read_text())
     src = json.loads((run_dir / "config.json").read_text())
     assert conf["init_from"]["run"] == str(run_dir.resolve()) and conf["data"]["labels"] == "pseudo"
+    # every photograph is a training image (none held out as a seeded test split)
+    assert sorted(conf["data"]["train_ids"] + conf["data"]["val_ids"]) == ["train-e0", "train-e1", "train-e2"]
     assert conf["labelled_images"] == len(src["data"]["train_ids"]) + len(src["data"]["val_ids"])
     assert any(k.startswith("init:") for k in conf["data"]["image_signatures"])
     # renders on the source's true masks; the benchmark counts the source's labelled images only

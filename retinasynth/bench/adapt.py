@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retinasynth.bench.guards import IMAGE_THRESHOLD, LeakageError, _closest
+from retinasynth.bench.guards import LeakageError, scored_among
 from retinasynth.data.adapt import adapt_image
 from retinasynth.data.dataset import Sample
 from retinasynth.errors import DataError
@@ -95,17 +95,11 @@ def load_adapt_set(name: str, folder: Path, split: str | None, data_cfg, progres
 
 def refuse_scored(adapt: AdaptSet, evals) -> dict:
     """A one-line LeakageError if a target photograph is an evaluated image; else what the check found."""
-    from retinasynth.data.similarity import similarity_matrix
-
-    worst = 0.0
-    for ev in evals:
-        best, e, k = _closest(similarity_matrix(ev.image_signatures(), adapt.signatures))
-        worst = max(worst, best)
-        if best >= IMAGE_THRESHOLD:
-            raise LeakageError(f"--adapt {adapt.name}: photograph {adapt.samples[k].id!r} of {adapt.root} is "
-                               f"evaluated {ev.name} image {ev.native.samples[e].source} (similarity {best:.3f} >= "
-                               f"{IMAGE_THRESHOLD}). Refusing: adapt to photographs that are not scored (e.g. "
-                               "--test-data NAME:test=... and the rest of that camera's photographs for --adapt).")
+    worst, hit = scored_among(adapt.signatures, evals)
+    if hit:
+        raise LeakageError(f"--adapt {adapt.name}: photograph {adapt.samples[hit.k].id!r} of {adapt.root} is "
+                           f"{hit.says()}. Refusing: adapt to photographs that are not scored (e.g. "
+                           "--test-data NAME:test=... and the rest of that camera's photographs for --adapt).")
     return {"name": adapt.name, "n": len(adapt.samples), "ids": [s.id for s in adapt.samples],
             "max_image_similarity": worst, "fingerprint": adapt.fingerprint()}
 

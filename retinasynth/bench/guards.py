@@ -353,6 +353,30 @@ def _closest(sim: np.ndarray) -> tuple[float, int, int]:
     return float(sim[e, k]), int(e), int(k)
 
 
+@dataclass(frozen=True)
+class ScoredHit:
+    """An outside photograph (index ``k`` of its list) that is evaluated image ``source`` of eval set ``eval``."""
+    eval: str
+    source: str
+    k: int
+    similarity: float
+
+    def says(self) -> str:
+        return f"evaluated {self.eval} image {self.source} (similarity {self.similarity:.3f} >= {IMAGE_THRESHOLD})"
+
+
+def scored_among(signatures: list, evals: list[EvalSet]) -> tuple[float, ScoredHit | None]:
+    """The highest similarity of any of ``signatures`` (photographs from outside the benchmark: style or
+    adaptation images) to any evaluated image, and the first that is one (at or over IMAGE_THRESHOLD)."""
+    worst = 0.0
+    for ev in evals:
+        best, e, k = _closest(similarity_matrix(ev.image_signatures(), signatures))
+        worst = max(worst, best)
+        if best >= IMAGE_THRESHOLD:
+            return worst, ScoredHit(ev.name, str(ev.native.samples[e].source), k, best)
+    return worst, None
+
+
 def _check_style(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
     """``synthesize --style DIR``: the target-camera photographs whose colours the renders took must not be
     evaluated images (near-duplicate signatures, the generator guard's threshold)."""
@@ -365,14 +389,10 @@ def _check_style(meta_path: Path, meta: dict, evals: list[EvalSet]) -> dict:
         raise RetinaSynthError(f"{meta_path}: style.image_signatures is damaged ({e}); re-run `retinasynth "
                                "synthesize --style ...`.") from None
     ids = list(sigs)
-    worst = 0.0
-    for ev in evals:
-        best, e, k = _closest(similarity_matrix(ev.image_signatures(), [sigs[i] for i in ids]))
-        worst = max(worst, best)
-        if best >= IMAGE_THRESHOLD:
-            raise LeakageError(f"{meta_path}: style photograph {ids[k]!r} of {style.get('folder')} is evaluated "
-                               f"{ev.name} image {ev.native.samples[e].source} (similarity {best:.3f} >= "
-                               f"{IMAGE_THRESHOLD}). Refusing: take the style from photographs that are not scored.")
+    worst, hit = scored_among([sigs[i] for i in ids], evals)
+    if hit:
+        raise LeakageError(f"{meta_path}: style photograph {ids[hit.k]!r} of {style.get('folder')} is "
+                           f"{hit.says()}. Refusing: take the style from photographs that are not scored.")
     return {"style": {"n": len(ids), "max_image_similarity": worst}}
 
 

@@ -5,9 +5,11 @@ The generator then learns the target camera's look (colour, illumination, blur, 
 pseudo-labels only tell it where the vessels are. `synthesize --data SOURCE` afterwards renders on the source's
 true masks, so no pseudo-label ever becomes a training label of a segmenter. No target label is used.
 
-Output (generic layout): ``images/<id>.png`` (the photographs, re-encoded losslessly), ``masks/<id>.png`` (the
-pseudo-labels, 0/255, at the photographs' resolution), ``fov/<id>.png`` (the derived field of view) and
-``pseudo.json`` (the segmenter, its threshold, each photograph's source file and vessel share).
+Output (generic layout, training split only, so that `fit` trains on every photograph rather than holding a
+seeded quarter out as test): ``train/images/<id>.png`` (the photographs, re-encoded losslessly),
+``train/masks/<id>.png`` (the pseudo-labels, 0/255, at the photographs' resolution), ``train/fov/<id>.png`` (the
+derived field of view) and ``pseudo.json`` (the segmenter, its threshold, each photograph's source file and vessel
+share).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def pseudo_label(photos: str | Path, out: str | Path, model: str | Path, device:
             pid = rel[:len(rel) - len(ext)].replace("/", "__")  # im0004.ppm.gz -> im0004
             for sub, arr in (("images", img), ("masks", mask.astype(np.uint8) * 255),
                              ("fov", fov.astype(np.uint8) * 255)):
-                write_png_atomic(out / sub / f"{pid}.png", arr)
+                write_png_atomic(out / "train" / sub / f"{pid}.png", arr)
             items.append({"id": pid, "photo": portable_path(p, out), "vessel_share_in_fov":
                           float(mask[fov.astype(bool)].mean()) if fov.any() else 0.0})
         meta = {"labels": "pseudo", "labels_used": False, "photos": portable_path(photos, out), "split": split,

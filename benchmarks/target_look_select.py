@@ -1,0 +1,203 @@
+"""Choose the target-look fine-tune (issue 36) without a target label: how long and how fast to fine-tune the source
+generator on a target camera's pseudo-labelled photographs, judged by two label-free measures of its renders on
+the source's true masks.
+
+- **vessel visibility**: a segmenter trained on source labels segments each render; Dice against the render's own
+  (true) mask inside its FOV. The source generator's renders of the same masks are the reference: a fine-tune that
+  paints the target's colours but loses the vessels (RESULTS §27's smoke run) scores well below it.
+- **target likeness**: the 1-D Wasserstein distance between the renders' and the target photographs' pixel
+  intensities inside the FOV (each of R, G, B, 0-255 scale, averaged over channels; scipy.stats), after both
+  are brought to the segmenter's working resolution. The source renders and the source's real training images are
+  its references (how far the source look is from the target).
+
+The rule, fixed before any number: among the candidates whose mean visibility Dice is at least the source
+renders' minus ``--max-visibility-loss`` (0.02), the smallest target distance wins; none qualifying -> the source
+generator (no fine-tune). Nothing here reads a target label or a scored image (pass the unscored part's
+pseudo-labels).
+
+    python benchmarks/target_look_select.py --source-run RUN --pseudo PSEUDO --data ../shared/data/DRIVE \
+        --model BENCH/models/real-2x_n20_s0@3200.safetensors --out runs/target-select \
+        --candidates 200:2e-4,800:2e-4,800:5e-5
+Each candidate is a `retinasynth fit --init RUN --data PSEUDO -o train.steps=S -o train.lr=LR` and a `synthesize
+--run ... --data SOURCE --n N --appearance none` (resumable: rerun to continue); writes OUT/results.json,
+summary.csv, report.md and compare.png (rows: source renders, each candidate's renders, the photographs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _rs(*args: str) -> None:
+    cmd = [sys.executable, "-m", "retinasynth_cli.main", *args, "--quiet"]
+    print("+ retinasynth " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _done(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "complete"
+    except (OSError, ValueError):
+        return False
+
+
+def _fit(source: str, pseudo: str, out: Path, steps: int, lr: float) -> None:
+    if _done(out / "config.json"):
+        return
+    if (out / "config.json").is_file():
+        _rs("fit", "--resume", "--out", str(out))
+    else:
+        _rs("fit", "--init", source, "--data", pseudo, "--out", str(out), "-o", f"train.steps={steps}",
+            "-o", f"train.lr={lr}", "-o", f"train.sample_every={steps}", "-o", "train.val_count=1")
+
+
+def _render(run: str, data: str, out: Path, n: int) -> None:
+    if _done(out / "synth.json"):
+        return
+    extra = ["--resume"] if out.is_dir() else []
+    _rs("synthesize", "--run", run, "--data", data, "--n", str(n), "--out", str(out), "--appearance", "none", *extra)
+
+
+def _pairs(folder: Path) -> list[tuple[str, Path, Path, Path]]:
+    """(id, image, mask, fov) of a synthetic set (manifest) or of the pseudo-label folder (generic layout)."""
+    man = folder / "manifest.jsonl"
+    if man.is_file():
+        recs = [json.loads(ln) for ln in man.read_text().splitlines() if ln.strip()]
+        return [(r["id"], folder / r["image"], folder / r["mask"], folder / r["fov"]) for r in recs]
+    d = folder / "train"  # retinasynth pseudo-label writes the training split only
+    return [(p.stem, p, d / "masks" / p.name, d / "fov" / p.name) for p in sorted((d / "images").glob("*.png"))]
+
+
+def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float], np.ndarray]:
+    """Per pair: the segmenter's Dice against the pair's mask (if ``visibility``), and the FOV's pixels (RGB, at
+    the segmenter's working resolution) pooled over pairs."""
+    from retinasynth.data.io import read_image, read_mask
+    from retinasynth.data.preprocess import prepare
+    from retinasynth.metrics.seg import dice
+    from retinasynth.segmenter.model import segment_at_working_size
+
+    dices, pix = [], []
+    for _, im, mk, fv in pairs:
+        image, mask, fov = read_image(im), read_mask(mk, warn_non_binary=False), read_mask(fv, warn_non_binary=False)
+        if visibility:
+            prob, m, f = segment_at_working_size(model, seg_cfg, image, mask, fov, dev)
+            dices.append(float(dice(prob, m, f, threshold=seg_cfg.threshold)))
+        w_img, _, w_fov = prepare(image, mask, fov, seg_cfg.size)
+        pix.append(w_img[w_fov.astype(bool)])
+    return dices, np.concatenate(pix, 0)
+
+
+def _distance(a: np.ndarray, b: np.ndarray, n: int = 200_000, seed: int = 0) -> float:
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(seed)
+    a = a[rng.choice(len(a), min(n, len(a)), replace=False)]
+    b = b[rng.choice(len(b), min(n, len(b)), replace=False)]
+    return float(np.mean([wasserstein_distance(a[:, c], b[:, c]) for c in range(3)]))
+
+
+def _grid(rows: list[tuple[str, list[Path]]], path: Path, k: int = 4, s: int = 256) -> None:
+    import cv2
+
+    from retinasynth.provenance import write_png_atomic
+
+    out = []
+    for label, files in rows:
+        tiles = [cv2.resize(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB), (s, s)) for f in files[:k]]
+        tiles += [np.zeros((s, s, 3), np.uint8)] * (k - len(tiles))
+        row = np.concatenate(tiles, 1)
+        cv2.putText(row, label, (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+        out.append(row)
+    write_png_atomic(path, np.concatenate(out, 0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source-run", required=True, help="the source generator (a finished fit run)")
+    ap.add_argument("--pseudo", required=True, help="retinasynth pseudo-label's folder: the unscored target photographs")
+    ap.add_argument("--data", required=True, help="the source dataset (its training masks are rendered)")
+    ap.add_argument("--model", required=True, help="a segmenter trained on source labels (benchmark OUT/models/...)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--candidates", default="200:2e-4,800:2e-4,800:5e-5", help="STEPS:LR,...")
+    ap.add_argument("--n", type=int, default=32, help="renders per generator")
+    ap.add_argument("--max-visibility-loss", type=float, default=0.02)
+    a = ap.parse_args()
+
+    from retinasynth.data.dataset import DataConfig, load_dataset
+    from retinasynth.data.preprocess import prepare
+    from retinasynth.device import pick_device
+    from retinasynth.provenance import run_record, write_json_atomic, write_text_atomic
+    from retinasynth.segmenter import load_segmenter
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cands = []
+    for c in a.candidates.split(","):
+        steps, lr = c.split(":")
+        cands.append((f"ft{int(steps)}_lr{lr}", int(steps), float(lr)))
+    _render(a.source_run, a.data, out / "renders-source", a.n)
+    for name, steps, lr in cands:
+        _fit(a.source_run, a.pseudo, out / name / "fit", steps, lr)
+        _render(str(out / name / "fit"), a.data, out / name / "renders", a.n)
+
+    dev = pick_device(None)
+    model, seg_cfg = load_segmenter(a.model, dev)
+    _, target_px = _measure(_pairs(Path(a.pseudo)), model, seg_cfg, dev, visibility=False)
+    real_px = []
+    for s in load_dataset(a.data, "train", DataConfig()).samples:
+        w_img, _, w_fov = prepare(s.image, s.mask, s.fov, seg_cfg.size)
+        real_px.append(w_img[w_fov.astype(bool)])
+    real_px = np.concatenate(real_px, 0)
+    rows = [{"generator": "source data (real photographs)", "steps": None, "lr": None, "visibility_dice": None,
+             "visibility_sd": None, "target_distance": _distance(real_px, target_px)}]
+    for name, folder, steps, lr in [("source", out / "renders-source", 0, None)] + \
+            [(n, out / n / "renders", s, lr) for n, s, lr in cands]:
+        d, px = _measure(_pairs(folder), model, seg_cfg, dev, visibility=True)
+        rows.append({"generator": name, "steps": steps, "lr": lr, "visibility_dice": float(np.mean(d)),
+                     "visibility_sd": float(np.std(d)), "target_distance": _distance(px, target_px)})
+        print(f"{name}: visibility Dice {np.mean(d):.4f} (sd {np.std(d):.4f}), target distance "
+              f"{rows[-1]['target_distance']:.2f}", flush=True)
+    src = rows[1]
+    ok = [r for r in rows[2:] if r["visibility_dice"] >= src["visibility_dice"] - a.max_visibility_loss]
+    chosen = min(ok, key=lambda r: (r["target_distance"], r["steps"]))["generator"] if ok else "source"
+    res = {"chosen": chosen, "rule": f"smallest target distance among candidates whose visibility Dice >= source's "
+           f"- {a.max_visibility_loss}; else the source generator", "rows": rows,
+           "inputs": {"source_run": a.source_run, "pseudo": a.pseudo, "data": a.data, "model": a.model, "n": a.n},
+           "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+           "wall_s": time.perf_counter() - t0, "record": run_record(0)}
+    write_json_atomic(out / "results.json", res)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(out / "summary.csv", buf.getvalue())
+    lines = ["# Target-look fine-tune, chosen without target labels", "", f"    {res['command']}", "",
+             "| generator | steps | lr | visibility Dice (sd) | target distance |", "|---|---|---|---|---|"]
+    for r in rows:
+        vis = "" if r["visibility_dice"] is None else f"{r['visibility_dice']:.4f} ({r['visibility_sd']:.4f})"
+        lines.append(f"| {r['generator']} | {r['steps'] if r['steps'] is not None else ''} | {r['lr'] or ''} | "
+                     f"{vis} | {r['target_distance']:.2f} |")
+    lines += ["", f"Rule: {res['rule']}. **Chosen: {chosen}.**", "", "![renders](compare.png)", ""]
+    write_text_atomic(out / "report.md", "\n".join(lines))
+    grid = [("source", [p[1] for p in _pairs(out / "renders-source")])]
+    grid += [(n, [p[1] for p in _pairs(out / n / "renders")]) for n, _, _ in cands]
+    grid += [("target photographs", [p[1] for p in _pairs(Path(a.pseudo))])]
+    _grid(grid, out / "compare.png")
+    print(f"chosen: {chosen}; {out}/report.md", flush=True)
+
+
+if __name__ == "__main__":
+    main()
