@@ -26,8 +26,6 @@ summary.csv, report.md and compare.png (rows: source renders, each candidate's r
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import subprocess
@@ -138,7 +136,7 @@ def main() -> None:
     from retinasynth.data.dataset import DataConfig, load_dataset
     from retinasynth.data.preprocess import prepare
     from retinasynth.device import pick_device
-    from retinasynth.provenance import run_record, write_json_atomic, write_text_atomic
+    from retinasynth.provenance import run_record, write_csv_atomic, write_json_atomic, write_text_atomic
     from retinasynth.segmenter import load_segmenter
 
     out = Path(a.out)
@@ -179,11 +177,7 @@ def main() -> None:
            "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
            "wall_s": time.perf_counter() - t0, "record": run_record(0)}
     write_json_atomic(out / "results.json", res)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out / "summary.csv", buf.getvalue())
+    write_csv_atomic(out / "summary.csv", rows)
     lines = ["# Target-look fine-tune, chosen without target labels", "", f"    {res['command']}", "",
              "| generator | steps | lr | visibility Dice (sd) | target distance |", "|---|---|---|---|---|"]
     for r in rows:

@@ -94,6 +94,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def write_csv_atomic(path: str | os.PathLike, rows: list[dict], float_format: str | None = None) -> Path:
+    """Rows (dicts with the first row's keys) as CSV with a header, atomically; floats as ``float_format``."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (format(v, float_format) if float_format and isinstance(v, float) else v)
+                        for k, v in r.items()})
+    return write_text_atomic(path, buf.getvalue())
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 

@@ -7,7 +7,6 @@ names below are re-exported from there for callers that import them from here. H
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 
@@ -32,7 +31,7 @@ from retinasynth.bench.stats import (  # noqa: F401  (re-exported)
     verdict,
 )
 from retinasynth.metrics.seg import METRICS
-from retinasynth.provenance import write_bytes_atomic, write_text_atomic
+from retinasynth.provenance import write_bytes_atomic, write_csv_atomic
 
 LABELS = {"dice": "Dice", "iou": "IoU", "sensitivity": "Sens", "specificity": "Spec", "accuracy": "Acc",
           "auc": "AUC", "cldice": "clDice"}
@@ -69,13 +68,7 @@ def summarize(runs: list[dict], arms, regimes) -> list[dict]:
 
 
 def write_summary_csv(path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-    write_text_atomic(path, buf.getvalue())
+    write_csv_atomic(path, rows, ".6f")
 
 
 def _fmt(mean: float, std: float) -> str:

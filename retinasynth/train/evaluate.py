@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +21,12 @@ from retinasynth.metrics.image import (
 )
 from retinasynth.precision import describe
 from retinasynth.progress import progress as progress_bar
-from retinasynth.provenance import run_record, write_json_atomic, write_png_atomic, write_text_atomic
+from retinasynth.provenance import (
+    run_record,
+    write_csv_atomic,
+    write_json_atomic,
+    write_png_atomic,
+)
 from retinasynth.rundir import load_generator, read_run_config
 
 
@@ -176,11 +179,7 @@ def _evaluate(run_dir, data_root, split: str, out: Path, notebook_size: int, ema
     nb = result["notebook_protocol"]["scores"]
     result["beats_notebook"] = beats_notebook({k: v["mean"] for k, v in nb.items()})
     write_json_atomic(out / "metrics.json", result)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out / "per_image.csv", buf.getvalue())
+    write_csv_atomic(out / "per_image.csv", rows)
     write_png_atomic(out / "comparison.png", np.concatenate(grid, axis=0))
     result["out"] = str(out)
     return result
