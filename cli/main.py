@@ -314,7 +314,7 @@ def pseudo_label_command(photos, model, out_dir, split, threshold, quiet, device
     meta = pseudo_label(photos, out_dir, model, device=device, threshold=threshold, progress=not quiet,
                         split=split)
     click.echo(f"{meta['n']} pseudo-labelled photographs written to {out_dir}; fine-tune a generator on them with "
-               f"`retinasynth fit --init RUN --data {out_dir} --out RUN-target -o train.steps=800`.")
+               f"`retinasynth fit --init RUN --data {out_dir} --out RUN-target -o train.steps=800 -o train.val_count=1`.")
 
 
 @main.command()
