@@ -78,7 +78,17 @@ def _pairs(folder: Path) -> list[tuple[str, Path, Path, Path]]:
     return [(p.stem, p, d / "masks" / p.name, d / "fov" / p.name) for p in sorted((d / "images").glob("*.png"))]
 
 
-def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float], np.ndarray]:
+def _disc_contrast(image: np.ndarray, fov: np.ndarray) -> float:
+    """How much the brightest 0.5% of the FOV (the optic disc, in a fundus photograph) stands above its median:
+    Lab lightness, 0-255 scale. Reported beside the rule, not part of it (added after the first run showed red
+    discs)."""
+    import cv2
+
+    light = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[..., 0][fov.astype(bool)].astype(np.float32)
+    return float(np.percentile(light, 99.5) - np.median(light)) if light.size else 0.0
+
+
+def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float], np.ndarray, list[float]]:
     """Per pair: the segmenter's Dice against the pair's mask (if ``visibility``), and the FOV's pixels (RGB, at
     the segmenter's working resolution) pooled over pairs."""
     from retinasynth.data.io import read_image, read_mask
@@ -86,7 +96,7 @@ def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float],
     from retinasynth.metrics.seg import dice
     from retinasynth.segmenter.model import segment_at_working_size
 
-    dices, pix = [], []
+    dices, pix, discs = [], [], []
     for _, im, mk, fv in pairs:
         image, mask, fov = read_image(im), read_mask(mk, warn_non_binary=False), read_mask(fv, warn_non_binary=False)
         if visibility:
@@ -94,7 +104,8 @@ def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float],
             dices.append(float(dice(prob, m, f, threshold=seg_cfg.threshold)))
         w_img, _, w_fov = prepare(image, mask, fov, seg_cfg.size)
         pix.append(w_img[w_fov.astype(bool)])
-    return dices, np.concatenate(pix, 0)
+        discs.append(_disc_contrast(w_img, w_fov))
+    return dices, np.concatenate(pix, 0), discs
 
 
 def _distance(a: np.ndarray, b: np.ndarray, n: int = 200_000, seed: int = 0) -> float:
@@ -153,23 +164,28 @@ def main() -> None:
 
     dev = pick_device(None)
     model, seg_cfg = load_segmenter(a.model, dev)
-    _, target_px = _measure(_pairs(Path(a.pseudo)), model, seg_cfg, dev, visibility=False)
-    real_px = []
+    _, target_px, target_disc = _measure(_pairs(Path(a.pseudo)), model, seg_cfg, dev, visibility=False)
+    real_px, real_disc = [], []
     for s in load_dataset(a.data, "train", DataConfig()).samples:
         w_img, _, w_fov = prepare(s.image, s.mask, s.fov, seg_cfg.size)
         real_px.append(w_img[w_fov.astype(bool)])
+        real_disc.append(_disc_contrast(w_img, w_fov))
     real_px = np.concatenate(real_px, 0)
     rows = [{"generator": "source data (real photographs)", "steps": None, "lr": None, "visibility_dice": None,
-             "visibility_sd": None, "target_distance": _distance(real_px, target_px)}]
+             "visibility_sd": None, "target_distance": _distance(real_px, target_px),
+             "disc_contrast": float(np.mean(real_disc))},
+            {"generator": "target photographs", "steps": None, "lr": None, "visibility_dice": None,
+             "visibility_sd": None, "target_distance": 0.0, "disc_contrast": float(np.mean(target_disc))}]
     for name, folder, steps, lr in [("source", out / "renders-source", 0, None)] + \
             [(n, out / n / "renders", s, lr) for n, s, lr in cands]:
-        d, px = _measure(_pairs(folder), model, seg_cfg, dev, visibility=True)
+        d, px, disc = _measure(_pairs(folder), model, seg_cfg, dev, visibility=True)
         rows.append({"generator": name, "steps": steps, "lr": lr, "visibility_dice": float(np.mean(d)),
-                     "visibility_sd": float(np.std(d)), "target_distance": _distance(px, target_px)})
+                     "visibility_sd": float(np.std(d)), "target_distance": _distance(px, target_px),
+                     "disc_contrast": float(np.mean(disc))})
         print(f"{name}: visibility Dice {np.mean(d):.4f} (sd {np.std(d):.4f}), target distance "
               f"{rows[-1]['target_distance']:.2f}", flush=True)
-    src = rows[1]
-    ok = [r for r in rows[2:] if r["visibility_dice"] >= src["visibility_dice"] - a.max_visibility_loss]
+    src = rows[2]
+    ok = [r for r in rows[3:] if r["visibility_dice"] >= src["visibility_dice"] - a.max_visibility_loss]
     chosen = min(ok, key=lambda r: (r["target_distance"], r["steps"]))["generator"] if ok else "source"
     res = {"chosen": chosen, "rule": f"smallest target distance among candidates whose visibility Dice >= source's "
            f"- {a.max_visibility_loss}; else the source generator", "rows": rows,
@@ -179,11 +195,12 @@ def main() -> None:
     write_json_atomic(out / "results.json", res)
     write_csv_atomic(out / "summary.csv", rows)
     lines = ["# Target-look fine-tune, chosen without target labels", "", f"    {res['command']}", "",
-             "| generator | steps | lr | visibility Dice (sd) | target distance |", "|---|---|---|---|---|"]
+             "| generator | steps | lr | visibility Dice (sd) | target distance | disc contrast (not in the rule) |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         vis = "" if r["visibility_dice"] is None else f"{r['visibility_dice']:.4f} ({r['visibility_sd']:.4f})"
         lines.append(f"| {r['generator']} | {r['steps'] if r['steps'] is not None else ''} | {r['lr'] or ''} | "
-                     f"{vis} | {r['target_distance']:.2f} |")
+                     f"{vis} | {r['target_distance']:.2f} | {r['disc_contrast']:.1f} |")
     lines += ["", f"Rule: {res['rule']}. **Chosen: {chosen}.**", "", "![renders](compare.png)", ""]
     write_text_atomic(out / "report.md", "\n".join(lines))
     grid = [("source", [p[1] for p in _pairs(out / "renders-source")])]
