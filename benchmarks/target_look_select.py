@@ -88,11 +88,18 @@ def _disc_contrast(image: np.ndarray, fov: np.ndarray) -> float:
     return float(np.percentile(light, 99.5) - np.median(light)) if light.size else 0.0
 
 
+def _fov_look(image: np.ndarray, mask, fov: np.ndarray, size) -> tuple[np.ndarray, float]:
+    """The FOV's RGB pixels and its disc contrast, at the segmenter's working resolution."""
+    from retinasynth.data.preprocess import prepare
+
+    w_img, _, w_fov = prepare(image, mask, fov, size)
+    return w_img[w_fov.astype(bool)], _disc_contrast(w_img, w_fov)
+
+
 def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float], np.ndarray, list[float]]:
     """Per pair: the segmenter's Dice against the pair's mask (if ``visibility``), and the FOV's pixels (RGB, at
     the segmenter's working resolution) pooled over pairs."""
     from retinasynth.data.io import read_image, read_mask
-    from retinasynth.data.preprocess import prepare
     from retinasynth.metrics.seg import dice
     from retinasynth.segmenter.model import segment_at_working_size
 
@@ -102,9 +109,9 @@ def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float],
         if visibility:
             prob, m, f = segment_at_working_size(model, seg_cfg, image, mask, fov, dev)
             dices.append(float(dice(prob, m, f, threshold=seg_cfg.threshold)))
-        w_img, _, w_fov = prepare(image, mask, fov, seg_cfg.size)
-        pix.append(w_img[w_fov.astype(bool)])
-        discs.append(_disc_contrast(w_img, w_fov))
+        px, disc = _fov_look(image, mask, fov, seg_cfg.size)
+        pix.append(px)
+        discs.append(disc)
     return dices, np.concatenate(pix, 0), discs
 
 
@@ -145,7 +152,6 @@ def main() -> None:
     a = ap.parse_args()
 
     from retinasynth.data.dataset import DataConfig, load_dataset
-    from retinasynth.data.preprocess import prepare
     from retinasynth.device import pick_device
     from retinasynth.provenance import run_record, write_csv_atomic, write_json_atomic, write_text_atomic
     from retinasynth.segmenter import load_segmenter
@@ -165,11 +171,8 @@ def main() -> None:
     dev = pick_device(None)
     model, seg_cfg = load_segmenter(a.model, dev)
     _, target_px, target_disc = _measure(_pairs(Path(a.pseudo)), model, seg_cfg, dev, visibility=False)
-    real_px, real_disc = [], []
-    for s in load_dataset(a.data, "train", DataConfig()).samples:
-        w_img, _, w_fov = prepare(s.image, s.mask, s.fov, seg_cfg.size)
-        real_px.append(w_img[w_fov.astype(bool)])
-        real_disc.append(_disc_contrast(w_img, w_fov))
+    real_px, real_disc = zip(*[_fov_look(s.image, s.mask, s.fov, seg_cfg.size)
+                               for s in load_dataset(a.data, "train", DataConfig()).samples])
     real_px = np.concatenate(real_px, 0)
     rows = [{"generator": "source data (real photographs)", "steps": None, "lr": None, "visibility_dice": None,
              "visibility_sd": None, "target_distance": _distance(real_px, target_px),
