@@ -38,6 +38,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _rel(path: str) -> str:
+    """A path as recorded: relative to the repository (no machine's absolute path in committed results)."""
+    return os.path.relpath(os.path.abspath(path), ROOT)
+
+
 def _rs(*args: str) -> None:
     cmd = [sys.executable, "-m", "retinasynth_cli.main", *args, "--quiet"]
     print("+ retinasynth " + " ".join(args), flush=True)
@@ -88,17 +93,21 @@ def _disc_contrast(image: np.ndarray, fov: np.ndarray) -> float:
     return float(np.percentile(light, 99.5) - np.median(light)) if light.size else 0.0
 
 
-def _fov_look(image: np.ndarray, mask, fov: np.ndarray, size) -> tuple[np.ndarray, float]:
-    """The FOV's RGB pixels and its disc contrast, at the segmenter's working resolution."""
+def _fov_look(image: np.ndarray, mask, fov: np.ndarray, size) -> tuple[np.ndarray, tuple[float, float]]:
+    """The FOV's RGB pixels and its (disc contrast, disc brightness at the vessels' hub), at the segmenter's
+    working resolution. The hub is found on ``mask``: the true mask of a render or a source photograph, the
+    pseudo-mask of a target photograph."""
     from retinasynth.data.preprocess import prepare
+    from retinasynth.metrics.fidelity import disc_brightness
 
-    w_img, _, w_fov = prepare(image, mask, fov, size)
-    return w_img[w_fov.astype(bool)], _disc_contrast(w_img, w_fov)
+    w_img, w_mask, w_fov = prepare(image, mask, fov, size)
+    hub = disc_brightness(w_img, w_mask.astype(bool), w_fov)["brightness"]
+    return w_img[w_fov.astype(bool)], (_disc_contrast(w_img, w_fov), hub)
 
 
-def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float], np.ndarray, list[float]]:
-    """Per pair: the segmenter's Dice against the pair's mask (if ``visibility``), and the FOV's pixels (RGB, at
-    the segmenter's working resolution) pooled over pairs."""
+def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """Per pair: the segmenter's Dice against the pair's mask (if ``visibility``); the FOV's pixels (RGB, at the
+    segmenter's working resolution) pooled over pairs; per pair, (disc contrast, disc brightness at the hub)."""
     from retinasynth.data.io import read_image, read_mask
     from retinasynth.metrics.seg import dice
     from retinasynth.segmenter.model import segment_at_working_size
@@ -112,7 +121,7 @@ def _measure(pairs, model, seg_cfg, dev, visibility: bool) -> tuple[list[float],
         px, disc = _fov_look(image, mask, fov, seg_cfg.size)
         pix.append(px)
         discs.append(disc)
-    return dices, np.concatenate(pix, 0), discs
+    return dices, np.concatenate(pix, 0), np.asarray(discs).reshape(-1, 2)
 
 
 def _distance(a: np.ndarray, b: np.ndarray, n: int = 200_000, seed: int = 0) -> float:
@@ -173,18 +182,22 @@ def main() -> None:
     _, target_px, target_disc = _measure(_pairs(Path(a.pseudo)), model, seg_cfg, dev, visibility=False)
     real_px, real_disc = zip(*[_fov_look(s.image, s.mask, s.fov, seg_cfg.size)
                                for s in load_dataset(a.data, "train", DataConfig()).samples])
-    real_px = np.concatenate(real_px, 0)
+    real_px, real_disc = np.concatenate(real_px, 0), np.asarray(real_disc)
+
+    def discs(d: np.ndarray) -> dict:
+        return {"disc_contrast": float(d[:, 0].mean()), "disc_at_hub": float(d[:, 1].mean()),
+                "disc_at_hub_sd": float(d[:, 1].std())}
+
     rows = [{"generator": "source data (real photographs)", "steps": None, "lr": None, "visibility_dice": None,
-             "visibility_sd": None, "target_distance": _distance(real_px, target_px),
-             "disc_contrast": float(np.mean(real_disc))},
+             "visibility_sd": None, "target_distance": _distance(real_px, target_px), **discs(real_disc)},
             {"generator": "target photographs", "steps": None, "lr": None, "visibility_dice": None,
-             "visibility_sd": None, "target_distance": 0.0, "disc_contrast": float(np.mean(target_disc))}]
+             "visibility_sd": None, "target_distance": 0.0, **discs(target_disc)}]
     for name, folder, steps, lr in [("source", out / "renders-source", 0, None)] + \
             [(n, out / n / "renders", s, lr) for n, s, lr in cands]:
         d, px, disc = _measure(_pairs(folder), model, seg_cfg, dev, visibility=True)
         rows.append({"generator": name, "steps": steps, "lr": lr, "visibility_dice": float(np.mean(d)),
                      "visibility_sd": float(np.std(d)), "target_distance": _distance(px, target_px),
-                     "disc_contrast": float(np.mean(disc))})
+                     **discs(disc)})
         print(f"{name}: visibility Dice {np.mean(d):.4f} (sd {np.std(d):.4f}), target distance "
               f"{rows[-1]['target_distance']:.2f}", flush=True)
     src = rows[2]
@@ -192,19 +205,27 @@ def main() -> None:
     chosen = min(ok, key=lambda r: (r["target_distance"], r["steps"]))["generator"] if ok else "source"
     res = {"chosen": chosen, "rule": f"smallest target distance among candidates whose visibility Dice >= source's "
            f"- {a.max_visibility_loss}; else the source generator", "rows": rows,
-           "inputs": {"source_run": a.source_run, "pseudo": a.pseudo, "data": a.data, "model": a.model, "n": a.n},
-           "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+           "inputs": {"source_run": _rel(a.source_run), "pseudo": _rel(a.pseudo), "data": _rel(a.data),
+                      "model": _rel(a.model), "n": a.n},
+           "command": "python " + " ".join([_rel(__file__), *(_rel(x) if os.path.exists(x) else x
+                                                               for x in sys.argv[1:])]),
            "wall_s": time.perf_counter() - t0, "record": run_record(0)}
     write_json_atomic(out / "results.json", res)
     write_csv_atomic(out / "summary.csv", rows)
     lines = ["# Target-look fine-tune, chosen without target labels", "", f"    {res['command']}", "",
-             "| generator | steps | lr | visibility Dice (sd) | target distance | disc contrast (not in the rule) |",
-             "|---|---|---|---|---|---|"]
+             "| generator | steps | lr | visibility Dice (sd) | target distance | disc contrast | disc at the vessels' "
+             "hub (sd) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         vis = "" if r["visibility_dice"] is None else f"{r['visibility_dice']:.4f} ({r['visibility_sd']:.4f})"
         lines.append(f"| {r['generator']} | {r['steps'] if r['steps'] is not None else ''} | {r['lr'] or ''} | "
-                     f"{vis} | {r['target_distance']:.2f} | {r['disc_contrast']:.1f} |")
-    lines += ["", f"Rule: {res['rule']}. **Chosen: {chosen}.**", "", "![renders](compare.png)", ""]
+                     f"{vis} | {r['target_distance']:.2f} | {r['disc_contrast']:.1f} | "
+                     f"{r['disc_at_hub']:.1f} ({r['disc_at_hub_sd']:.1f}) |")
+    lines += ["", f"Rule: {res['rule']}. **Chosen: {chosen}.**", "",
+              "The two disc columns are reported beside the rule, not in it (added after the first run showed red "
+              "discs): disc contrast is the brightest 0.5% of the FOV's Lab lightness above its median; disc at "
+              "the vessels' hub is `retinasynth.metrics.fidelity.disc_brightness` (the brightest spot within 0.15 "
+              "FOV diameters of where the mask's large vessels converge, above the median; pseudo-masks for the "
+              "target photographs).", "", "![renders](compare.png)", ""]
     write_text_atomic(out / "report.md", "\n".join(lines))
     grid = [("source", [p[1] for p in _pairs(out / "renders-source")])]
     grid += [(n, [p[1] for p in _pairs(out / n / "renders")]) for n, _, _ in cands]

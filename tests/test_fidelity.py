@@ -6,7 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from retinasynth.metrics.fidelity import disc_offset, kid, stripe_frequencies, stripe_index, vessel_contrast
+from retinasynth.metrics.fidelity import (
+    disc_brightness,
+    disc_offset,
+    kid,
+    stripe_frequencies,
+    stripe_index,
+    vessel_contrast,
+)
 
 N = 128
 
@@ -89,3 +96,27 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     assert same["subset_size"] == 30 and kid(x, y)["kid"] == same["kid"]  # seeded
     with pytest.raises(ValueError):
         kid(x[:1], y[:1])
+
+
+def test_disc_brightness_reads_the_disc_at_the_vessels_hub_not_a_blotch_elsewhere():
+    fov = _fov()
+    mask = np.zeros((N, N), np.uint8)
+    hub = (40, 64)  # (y, x)
+    for angle in np.linspace(0, 2 * np.pi, 9)[:-1]:
+        end = (int(hub[1] + 50 * np.cos(angle)), int(hub[0] + 50 * np.sin(angle)))
+        cv2.line(mask, (hub[1], hub[0]), end, 1, 5)
+        cv2.line(mask, end, (end[0] + 5, end[1] + 5), 1, 1)
+    mask = (mask & fov.astype(np.uint8)).astype(bool)
+
+    def with_disc(y: int, x: int, colour) -> np.ndarray:
+        img = np.full((N, N, 3), 90, np.uint8)
+        cv2.circle(img, (x, y), 8, colour, -1)
+        return img
+
+    bright = disc_brightness(with_disc(*hub, (230, 230, 230)), mask, fov)
+    red = disc_brightness(with_disc(*hub, (200, 40, 40)), mask, fov)
+    elsewhere = disc_brightness(with_disc(105, 64, (230, 230, 230)), mask, fov)  # a blotch 65 px from the hub
+    assert abs(bright["convergence_yx"][0] - hub[0]) <= 3 and abs(bright["convergence_yx"][1] - hub[1]) <= 3
+    assert bright["brightness"] > 80  # Lab lightness 0-255: grey 90 reads ~97, white 230 ~232 (blurred)
+    assert 0 < red["brightness"] < bright["brightness"] - 40
+    assert abs(elsewhere["brightness"]) < 2  # uniform background within 0.15 FOV diameters of the hub

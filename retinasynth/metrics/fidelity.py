@@ -8,6 +8,8 @@ mask, whose value is the target: a render should look like a real image, not cle
   by the vessel's width in the mask (1, 2, 3-4, 5+ px), so that faint thin vessels show as a low ratio.
 - :func:`disc_offset`: the distance between the brightest region (the optic disc) and the point where the
   mask's large vessels converge, relative to the FOV's diameter.
+- :func:`disc_brightness`: how far the brightest spot near that convergence point (where a photograph's optic
+  disc is) stands above the FOV's median lightness; a render that paints the disc dark or red reads low.
 - :func:`kid`: kernel inception distance (unbiased polynomial-kernel MMD², averaged over subsets, with a
   percentile interval) between feature sets, e.g. a real-trained segmenter's encoder features
   (:func:`encoder_features`).
@@ -112,6 +114,27 @@ def disc_offset(image: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> dict:
     dist = float(np.hypot(disc[0] - conv[0], disc[1] - conv[1]))
     return {"disc_yx": list(disc), "convergence_yx": list(conv), "distance_px": dist,
             "distance_rel": dist / diameter}
+
+
+def disc_brightness(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, radius_rel: float = 0.15) -> dict:
+    """How bright the optic disc is, found from the vessels rather than from the brightness: the maximum of the
+    Lab lightness (0-255, blurred with sigma = 3% of the image side, as :func:`disc_offset`) inside the FOV within
+    ``radius_rel`` of the FOV's diameter from the point where the mask's large vessels converge, minus the FOV's
+    median lightness. A bright blotch away from the vessels' hub does not count; a disc painted red or dark
+    reads low. On a photograph, pass a segmenter's mask (pseudo-labels) when no label exists."""
+    f = np.asarray(fov).astype(bool)
+    rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    light = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    if not f.any():
+        return {"brightness": float("nan"), "convergence_yx": [0, 0]}
+    h, w = light.shape
+    blur = cv2.GaussianBlur(light, (0, 0), 0.03 * max(h, w))
+    cy, cx = convergence_point(mask)
+    diameter = 2.0 * np.sqrt(float(f.sum()) / np.pi)
+    yy, xx = np.mgrid[:h, :w]
+    near = f & ((yy - cy) ** 2 + (xx - cx) ** 2 <= (radius_rel * diameter) ** 2)
+    peak = float(blur[near].max()) if near.any() else float(np.median(light[f]))
+    return {"brightness": peak - float(np.median(light[f])), "convergence_yx": [int(cy), int(cx)]}
 
 
 def kid(x: np.ndarray, y: np.ndarray, n_subsets: int = 100, subset_size: int | None = None,
