@@ -136,3 +136,25 @@ def test_real_is_read_off_real_2x_branch_bitwise_as_its_own_run(tmp_path, real_r
     # rerun: everything cached, nothing trained or read off again
     again = benchmark_downstream(real_root, None, tmp_path / "both", cfg, progress=False)
     assert again["n_trained"] == 0 and again["n_read_off"] == 0 and again["summary"] == both["summary"]
+
+
+def test_a_stop_file_does_not_stop_a_free_read_off(tmp_path, real_root, monkeypatch):
+    """OUT/STOP stops before a model would be trained, not before one read off a branch already trained: asked
+    to stop while the last model to train trains, the benchmark still reads 'real' off and finishes."""
+    import retinasynth.bench.runner as runner_mod
+
+    monkeypatch.setattr(seg_model, "WSD_WARMUP", 1)
+    out, trained = tmp_path / "out", []
+    real_train = runner_mod.train_segmenter
+
+    def train_then_stop(cfg, real, synth, arm, seed, device, progress=False, desc="", init=None, **kw):
+        trained.append(desc)
+        if len(trained) == 2:
+            (out / "STOP").touch()
+        return real_train(cfg, real, synth, arm, seed, device, progress=progress, desc=desc, init=init, **kw)
+
+    monkeypatch.setattr(runner_mod, "train_segmenter", train_then_stop)
+    res = benchmark_downstream(real_root, None, out, tiny("lr_schedule=wsd", "steps=10", "curve=[0.5]",
+                                                          "arms=real,real-2x,real+aug"), progress=False)
+    assert trained == ["real-2x_n2_s0", "real+aug_n2_s0"] and (out / "STOP").exists()
+    assert res["n_trained"] == 2 and res["n_read_off"] == 1 and (out / "results.json").exists()

@@ -232,10 +232,11 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
         for i, cell in enumerate(plan):
             if i not in mine:
                 continue
-            if i in todo and (out / STOP_FILE).exists():  # a clean stop between models: the cache keeps every one done
-                left = sum(1 for j in todo if j >= i)
-                raise Stopped(f"stopped before {cell.name} because {out / STOP_FILE} exists; {left} of "
-                              f"{len(todo)} runs left: delete it and rerun the same command to continue.")
+            def stop(i: int = i, cell: Cell = cell) -> None:  # a clean stop before a model would be trained
+                if (out / STOP_FILE).exists():  # (found, reused and read-off models cost nothing: not stopped for)
+                    left = sum(1 for j in todo if j >= i)
+                    raise Stopped(f"stopped before {cell.name} because {out / STOP_FILE} exists; {left} of "
+                                  f"{len(todo)} runs left: delete it and rerun the same command to continue.")
             lock = try_hold(out / LOCKS / f"{cell.train_key[:24]}.lock") if share is not None else None
             if share is not None and lock is None:
                 holders = read_holders(out / LOCKS / f"{cell.train_key[:24]}.lock")
@@ -245,7 +246,7 @@ def _benchmark(real_data, synth_data, out: Path, cfg: BenchConfig, externals, pr
                 busy.append(cell.name)
                 continue
             try:
-                _run_cell(ctx, cell, evals, eval_in, eval_fps, done, counts, bar, by_name)
+                _run_cell(ctx, cell, evals, eval_in, eval_fps, done, counts, bar, by_name, stop)
                 if records is not None and i in todo:
                     save_records(out, records)
             finally:
@@ -375,9 +376,9 @@ def _read_off(ctx: Context, cell: Cell, src: Cell, evals, eval_fps) -> dict | No
 
 
 def _run_cell(ctx: Context, cell: Cell, evals, eval_in, eval_fps, done: dict, counts: dict, bar,
-              by_name: dict | None = None) -> None:
+              by_name: dict | None = None, stop=None) -> None:
     """Train (or find, or read off a longer run's branch) one cell's model, then score it on every evaluation
-    set not scored yet."""
+    set not scored yet. ``stop()``, called only when a model must be trained, may raise :class:`Stopped`."""
     model = None
     rec = cached_training(ctx, cell)
     if rec is None and _scored(ctx, cell, evals, eval_fps):  # records and scores only: nothing to do
@@ -395,6 +396,8 @@ def _run_cell(ctx: Context, cell: Cell, evals, eval_in, eval_fps, done: dict, co
         rec = reuse_training(ctx, cell, done[cell.train_key])
         counts["reused"] += 1
     else:
+        if stop is not None:
+            stop()
         if bar is not None:
             bar.set_postfix_str(cell.name)
         subset = _enhanced(cell.subset, ctx.cfg.preprocess)
