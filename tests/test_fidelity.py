@@ -66,23 +66,30 @@ def test_vessel_contrast_by_width_reads_what_was_drawn():
     assert vessel_contrast(faint, mask, fov)["1"]["contrast"] == pytest.approx(5 / 180, abs=0.02)
 
 
+HUB = (40, 64)  # (y, x) where the hand-drawn vessels of _hub_mask meet
+
+
+def _hub_mask(fov: np.ndarray) -> np.ndarray:
+    """Eight wide vessels radiating from HUB, each ending in a thin twig, inside the FOV."""
+    mask = np.zeros((N, N), np.uint8)
+    for angle in np.linspace(0, 2 * np.pi, 9)[:-1]:
+        end = (int(HUB[1] + 50 * np.cos(angle)), int(HUB[0] + 50 * np.sin(angle)))
+        cv2.line(mask, (HUB[1], HUB[0]), end, 1, 5)
+        cv2.line(mask, end, (end[0] + 5, end[1] + 5), 1, 1)
+    return (mask & fov.astype(np.uint8)).astype(bool)
+
+
+def _with_disc(y: int, x: int, colour=(230, 230, 230)) -> np.ndarray:
+    img = np.full((N, N, 3), 90, np.uint8)
+    cv2.circle(img, (x, y), 8, colour, -1)
+    return img
+
+
 def test_disc_offset_is_small_when_the_disc_sits_where_the_vessels_meet():
     fov = _fov()
-    mask = np.zeros((N, N), np.uint8)
-    hub = (40, 64)  # (y, x)
-    for angle in np.linspace(0, 2 * np.pi, 9)[:-1]:
-        end = (int(hub[1] + 50 * np.cos(angle)), int(hub[0] + 50 * np.sin(angle)))
-        cv2.line(mask, (hub[1], hub[0]), end, 1, 5)
-        cv2.line(mask, end, (end[0] + 5, end[1] + 5), 1, 1)
-    mask &= fov.astype(np.uint8)
-
-    def with_disc(y: int, x: int) -> np.ndarray:
-        img = np.full((N, N, 3), 90, np.uint8)
-        cv2.circle(img, (x, y), 8, (230, 230, 230), -1)
-        return img
-
-    near = disc_offset(with_disc(*hub), mask.astype(bool), fov)
-    far = disc_offset(with_disc(100, 64), mask.astype(bool), fov)
+    mask, hub = _hub_mask(fov), HUB
+    near = disc_offset(_with_disc(*hub), mask, fov)
+    far = disc_offset(_with_disc(100, 64), mask, fov)
     assert near["distance_rel"] < 0.1 < far["distance_rel"]
     assert abs(near["disc_yx"][0] - hub[0]) <= 2 and abs(near["disc_yx"][1] - hub[1]) <= 2
 
@@ -100,22 +107,10 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
 
 def test_disc_brightness_reads_the_disc_at_the_vessels_hub_not_a_blotch_elsewhere():
     fov = _fov()
-    mask = np.zeros((N, N), np.uint8)
-    hub = (40, 64)  # (y, x)
-    for angle in np.linspace(0, 2 * np.pi, 9)[:-1]:
-        end = (int(hub[1] + 50 * np.cos(angle)), int(hub[0] + 50 * np.sin(angle)))
-        cv2.line(mask, (hub[1], hub[0]), end, 1, 5)
-        cv2.line(mask, end, (end[0] + 5, end[1] + 5), 1, 1)
-    mask = (mask & fov.astype(np.uint8)).astype(bool)
-
-    def with_disc(y: int, x: int, colour) -> np.ndarray:
-        img = np.full((N, N, 3), 90, np.uint8)
-        cv2.circle(img, (x, y), 8, colour, -1)
-        return img
-
-    bright = disc_brightness(with_disc(*hub, (230, 230, 230)), mask, fov)
-    red = disc_brightness(with_disc(*hub, (200, 40, 40)), mask, fov)
-    elsewhere = disc_brightness(with_disc(105, 64, (230, 230, 230)), mask, fov)  # a blotch 65 px from the hub
+    mask, hub = _hub_mask(fov), HUB
+    bright = disc_brightness(_with_disc(*hub), mask, fov)
+    red = disc_brightness(_with_disc(*hub, (200, 40, 40)), mask, fov)
+    elsewhere = disc_brightness(_with_disc(105, 64), mask, fov)  # a bright blotch 65 px from the hub
     assert abs(bright["convergence_yx"][0] - hub[0]) <= 3 and abs(bright["convergence_yx"][1] - hub[1]) <= 3
     assert bright["brightness"] > 80  # Lab lightness 0-255: grey 90 reads ~97, white 230 ~232 (blurred)
     assert 0 < red["brightness"] < bright["brightness"] - 40
