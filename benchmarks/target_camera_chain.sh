@@ -27,10 +27,17 @@ mkdir -p "$R"
 [ -f "$C/fit/generator_ema.safetensors" ] || { echo "error: $C/fit missing: run benchmarks/converged_chain.sh first"; exit 2; }
 [ -f "$R/pseudo/pseudo.json" ] || { rm -rf "$R/pseudo"
   $RS pseudo-label --photos $D/STARE --split test --model "$SEG" --out "$R/pseudo" --quiet; }
-# the fine-tune's length and learning rate, chosen without a target label (benchmarks/target_look_select.py:
-# vessel visibility of the renders and their distance to the photographs' colours); its report is committed
+# the same photographs less those whose brightest spot lies > 0.15 FOV diameters from the pseudo-mask's vessel hub
+# (label-free; RESULTS §29-30: a disc cut by the FOV edge or red teaches the generator "no disc at the hub")
+[ -f "$R/pseudo-guarded/pseudo.json" ] || { rm -rf "$R/pseudo-guarded"
+  $RS pseudo-label --photos $D/STARE --split test --model "$SEG" --out "$R/pseudo-guarded" --max-disc-offset 0.15 \
+    --quiet; }
+# the fine-tune's length, learning rate, tuned parameters and photographs, chosen without a target label
+# (benchmarks/target_look_select.py: vessel visibility of the renders, their distance to the photographs' colours,
+# the disc at the vessels' hub); its report is committed
 $PY benchmarks/target_look_select.py --source-run "$C/fit" --pseudo "$R/pseudo" --data $D/DRIVE --model "$SEG" \
-  --out "$R/select"
+  --pseudo-guarded "$R/pseudo-guarded" --out "$R/select" \
+  --candidates 200:2e-4,800:2e-4,800:5e-5,800:2e-3:norm,800:2e-4:all:guard,800:2e-3:norm:guard
 mkdir -p "$REC/target-select"; cp "$R/select/"{results.json,summary.csv,report.md,compare.png} "$REC/target-select/"
 CHOSEN=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$R/select/results.json")
 GEN=$R/select/$CHOSEN/fit; [ "$CHOSEN" = source ] && GEN=$C/fit

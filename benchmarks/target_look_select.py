@@ -10,17 +10,24 @@ the source's true masks.
   are brought to the segmenter's working resolution. The source renders and the source's real training images are
   its references (how far the source look is from the target).
 
-The rule, fixed before any number: among the candidates whose mean visibility Dice is at least the source
-renders' minus ``--max-visibility-loss`` (0.02), the smallest target distance wins; none qualifying -> the source
-generator (no fine-tune). Nothing here reads a target label or a scored image (pass the unscored part's
-pseudo-labels).
+- **disc at the vessels' hub**: :func:`retinasynth.metrics.fidelity.disc_brightness` of the renders (true masks)
+  and of the target photographs (pseudo-masks). Added to the rule after the first run (RESULTS §29): every
+  fine-tune there halved the disc.
+
+The rule (its first form fixed before any number, the disc term before the second run): among the candidates
+whose mean visibility Dice is at least the source renders' minus ``--max-visibility-loss`` (0.02) and whose disc
+at the hub is at least ``--min-disc-share`` (0.8) of the target photographs', the smallest target distance wins;
+none qualifying -> the source generator (no fine-tune). Nothing here reads a target label or a scored image (pass
+the unscored part's pseudo-labels).
 
     python benchmarks/target_look_select.py --source-run RUN --pseudo PSEUDO --data ../shared/data/DRIVE \
         --model BENCH/models/real-2x_n20_s0@3200.safetensors --out runs/target-select \
-        --candidates 200:2e-4,800:2e-4,800:5e-5
-Each candidate is a `retinasynth fit --init RUN --data PSEUDO -o train.steps=S -o train.lr=LR` and a `synthesize
---run ... --data SOURCE --n N --appearance none` (resumable: rerun to continue); writes OUT/results.json,
-summary.csv, report.md and compare.png (rows: source renders, each candidate's renders, the photographs).
+        --candidates 200:2e-4,800:2e-4,800:5e-5,800:2e-3:norm,800:2e-4:all:guard --pseudo-guarded PSEUDO_G
+Each candidate STEPS:LR[:TUNE[:guard]] is a `retinasynth fit --init RUN --data PSEUDO -o train.steps=S -o
+train.lr=LR -o train.tune=TUNE` (``guard``: on ``--pseudo-guarded``, a `pseudo-label --max-disc-offset` folder) and
+a `synthesize --run ... --data SOURCE --n N --appearance none` (resumable: rerun to continue); writes
+OUT/results.json, summary.csv, report.md and compare.png (rows: source renders, each candidate's renders, the
+photographs).
 """
 
 from __future__ import annotations
@@ -56,14 +63,14 @@ def _done(path: Path) -> bool:
         return False
 
 
-def _fit(source: str, pseudo: str, out: Path, steps: int, lr: float) -> None:
+def _fit(source: str, pseudo: str, out: Path, steps: int, lr: float, tune: str = "all") -> None:
     if _done(out / "config.json"):
         return
     if (out / "config.json").is_file():
         _rs("fit", "--resume", "--out", str(out))
     else:
         _rs("fit", "--init", source, "--data", pseudo, "--out", str(out), "-o", f"train.steps={steps}",
-            "-o", f"train.lr={lr}", "-o", f"train.sample_every={steps}", "-o", "train.val_count=1")
+            "-o", f"train.lr={lr}", "-o", f"train.sample_every={steps}", "-o", "train.val_count=1", "-o", f"train.tune={tune}")
 
 
 def _render(run: str, data: str, out: Path, n: int) -> None:
@@ -155,7 +162,11 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="the source dataset (its training masks are rendered)")
     ap.add_argument("--model", required=True, help="a segmenter trained on source labels (benchmark OUT/models/...)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--candidates", default="200:2e-4,800:2e-4,800:5e-5", help="STEPS:LR,...")
+    ap.add_argument("--candidates", default="200:2e-4,800:2e-4,800:5e-5", help="STEPS:LR[:TUNE[:guard]],...")
+    ap.add_argument("--pseudo-guarded", default=None,
+                    help="a `pseudo-label --max-disc-offset` folder of the same photographs, for ':guard' candidates")
+    ap.add_argument("--min-disc-share", type=float, default=0.8,
+                    help="a candidate's disc at the hub must reach this share of the target photographs'")
     ap.add_argument("--n", type=int, default=32, help="renders per generator")
     ap.add_argument("--max-visibility-loss", type=float, default=0.02)
     a = ap.parse_args()
@@ -170,11 +181,16 @@ def main() -> None:
     t0 = time.perf_counter()
     cands = []
     for c in a.candidates.split(","):
-        steps, lr = c.split(":")
-        cands.append((f"ft{int(steps)}_lr{lr}", int(steps), float(lr)))
+        steps, lr, *rest = c.split(":")
+        tune, guard = (rest + ["all"])[0], rest[1:] == ["guard"]
+        if guard and not a.pseudo_guarded:
+            ap.error(f"candidate {c}: ':guard' needs --pseudo-guarded")
+        # names of the first run's candidates unchanged (their folders are reused)
+        name = f"ft{int(steps)}_lr{lr}" + ("" if tune == "all" else f"_{tune}") + ("_guard" if guard else "")
+        cands.append((name, int(steps), float(lr), tune, a.pseudo_guarded if guard else a.pseudo))
     _render(a.source_run, a.data, out / "renders-source", a.n)
-    for name, steps, lr in cands:
-        _fit(a.source_run, a.pseudo, out / name / "fit", steps, lr)
+    for name, steps, lr, tune, pseudo in cands:
+        _fit(a.source_run, pseudo, out / name / "fit", steps, lr, tune)
         _render(str(out / name / "fit"), a.data, out / name / "renders", a.n)
 
     dev = pick_device(None)
@@ -188,24 +204,30 @@ def main() -> None:
         return {"disc_contrast": float(d[:, 0].mean()), "disc_at_hub": float(d[:, 1].mean()),
                 "disc_at_hub_sd": float(d[:, 1].std())}
 
-    rows = [{"generator": "source data (real photographs)", "steps": None, "lr": None, "visibility_dice": None,
-             "visibility_sd": None, "target_distance": _distance(real_px, target_px), **discs(real_disc)},
-            {"generator": "target photographs", "steps": None, "lr": None, "visibility_dice": None,
-             "visibility_sd": None, "target_distance": 0.0, **discs(target_disc)}]
-    for name, folder, steps, lr in [("source", out / "renders-source", 0, None)] + \
-            [(n, out / n / "renders", s, lr) for n, s, lr in cands]:
+    blank = {"steps": None, "lr": None, "tune": None, "photographs": None, "visibility_dice": None,
+             "visibility_sd": None}
+    rows = [{"generator": "source data (real photographs)", **blank, "target_distance": _distance(real_px, target_px),
+             **discs(real_disc)},
+            {"generator": "target photographs", **blank, "target_distance": 0.0, **discs(target_disc)}]
+    for name, folder, steps, lr, tune, pseudo in [("source", out / "renders-source", 0, None, None, None)] + \
+            [(n, out / n / "renders", s, lr, tune, p) for n, s, lr, tune, p in cands]:
         d, px, disc = _measure(_pairs(folder), model, seg_cfg, dev, visibility=True)
-        rows.append({"generator": name, "steps": steps, "lr": lr, "visibility_dice": float(np.mean(d)),
+        rows.append({"generator": name, "steps": steps, "lr": lr, "tune": tune,
+                     "photographs": None if pseudo is None else len(_pairs(Path(pseudo))),
+                     "visibility_dice": float(np.mean(d)),
                      "visibility_sd": float(np.std(d)), "target_distance": _distance(px, target_px),
                      **discs(disc)})
         print(f"{name}: visibility Dice {np.mean(d):.4f} (sd {np.std(d):.4f}), target distance "
               f"{rows[-1]['target_distance']:.2f}", flush=True)
-    src = rows[2]
-    ok = [r for r in rows[3:] if r["visibility_dice"] >= src["visibility_dice"] - a.max_visibility_loss]
+    src, min_disc = rows[2], a.min_disc_share * rows[1]["disc_at_hub"]
+    ok = [r for r in rows[3:] if r["visibility_dice"] >= src["visibility_dice"] - a.max_visibility_loss
+          and r["disc_at_hub"] >= min_disc]
     chosen = min(ok, key=lambda r: (r["target_distance"], r["steps"]))["generator"] if ok else "source"
     res = {"chosen": chosen, "rule": f"smallest target distance among candidates whose visibility Dice >= source's "
-           f"- {a.max_visibility_loss}; else the source generator", "rows": rows,
-           "inputs": {"source_run": _rel(a.source_run), "pseudo": _rel(a.pseudo), "data": _rel(a.data),
+           f"- {a.max_visibility_loss} and whose disc at the hub >= {a.min_disc_share} x the target photographs' "
+           f"({min_disc:.1f}); else the source generator", "rows": rows,
+           "inputs": {"source_run": _rel(a.source_run), "pseudo": _rel(a.pseudo),
+                      "pseudo_guarded": a.pseudo_guarded and _rel(a.pseudo_guarded), "data": _rel(a.data),
                       "model": _rel(a.model), "n": a.n},
            "command": "python " + " ".join([_rel(__file__), *(_rel(x) if os.path.exists(x) else x
                                                                for x in sys.argv[1:])]),
@@ -213,22 +235,24 @@ def main() -> None:
     write_json_atomic(out / "results.json", res)
     write_csv_atomic(out / "summary.csv", rows)
     lines = ["# Target-look fine-tune, chosen without target labels", "", f"    {res['command']}", "",
-             "| generator | steps | lr | visibility Dice (sd) | target distance | disc contrast | disc at the vessels' "
-             "hub (sd) |", "|---|---|---|---|---|---|---|"]
+             "| generator | steps | lr | tune | photographs | visibility Dice (sd) | target distance | disc contrast "
+             "| disc at the vessels' hub (sd) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         vis = "" if r["visibility_dice"] is None else f"{r['visibility_dice']:.4f} ({r['visibility_sd']:.4f})"
         lines.append(f"| {r['generator']} | {r['steps'] if r['steps'] is not None else ''} | {r['lr'] or ''} | "
-                     f"{vis} | {r['target_distance']:.2f} | {r['disc_contrast']:.1f} | "
+                     f"{r['tune'] or ''} | {r['photographs'] or ''} | {vis} | {r['target_distance']:.2f} | {r['disc_contrast']:.1f} | "
                      f"{r['disc_at_hub']:.1f} ({r['disc_at_hub_sd']:.1f}) |")
     lines += ["", f"Rule: {res['rule']}. **Chosen: {chosen}.**", "",
-              "The two disc columns are reported beside the rule, not in it (added after the first run showed red "
-              "discs): disc contrast is the brightest 0.5% of the FOV's Lab lightness above its median; disc at "
-              "the vessels' hub is `retinasynth.metrics.fidelity.disc_brightness` (the brightest spot within 0.15 "
-              "FOV diameters of where the mask's large vessels converge, above the median; pseudo-masks for the "
-              "target photographs).", "", "![renders](compare.png)", ""]
+              "Disc contrast (beside the rule) is the brightest 0.5% of the FOV's Lab lightness above its median; "
+              "disc at the vessels' hub (in the rule since the second run) is "
+              "`retinasynth.metrics.fidelity.disc_brightness` (the brightest spot within 0.15 FOV diameters of "
+              "where the mask's large vessels converge, above the median; pseudo-masks for the target "
+              "photographs). Photographs: how many target photographs the fine-tune saw ('guard': those whose "
+              "brightest spot lies within `--max-disc-offset` of the pseudo-mask's hub).", "",
+              "![renders](compare.png)", ""]
     write_text_atomic(out / "report.md", "\n".join(lines))
     grid = [("source", [p[1] for p in _pairs(out / "renders-source")])]
-    grid += [(n, [p[1] for p in _pairs(out / n / "renders")]) for n, _, _ in cands]
+    grid += [(c[0], [p[1] for p in _pairs(out / c[0] / "renders")]) for c in cands]
     grid += [("target photographs", [p[1] for p in _pairs(Path(a.pseudo))])]
     _grid(grid, out / "compare.png")
     print(f"chosen: {chosen}; {out}/report.md", flush=True)

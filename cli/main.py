@@ -305,14 +305,21 @@ def export(fmt, synth_dir, real_dir, out_dir, overwrite, quiet) -> None:
               help="Take the images of this split of a dataset folder (its labels unused), e.g. the part of a "
                    "labelled camera set that is not scored.")
 @click.option("--threshold", type=float, default=None, help="Vessel probability threshold [the segmenter's].")
+@click.option("--max-disc-offset", type=float, default=None, metavar="SHARE",
+              help="Leave out photographs whose brightest spot lies farther than SHARE FOV diameters (e.g. 0.15) "
+                   "from where the pseudo-mask's vessels converge (a disc cut by the FOV edge, dark or red); all "
+                   "photographs' offsets are recorded in pseudo.json.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device_option
-def pseudo_label_command(photos, model, out_dir, split, threshold, quiet, device) -> None:
+def pseudo_label_command(photos, model, out_dir, split, threshold, max_disc_offset, quiet, device) -> None:
     """Pair a target camera's unlabelled photographs with a segmenter's vessel maps, for `fit --init RUN`."""
     from retinasynth.data.pseudo import pseudo_label
 
     meta = pseudo_label(photos, out_dir, model, device=device, threshold=threshold, progress=not quiet,
-                        split=split)
+                        split=split, max_disc_offset=max_disc_offset)
+    if meta["left_out"]:
+        click.echo("left out (disc offset > --max-disc-offset): " + ", ".join(
+            f"{i['id']} ({i['disc_offset']})" for i in meta["left_out"]))
     click.echo(f"{meta['n']} pseudo-labelled photographs written to {out_dir}; fine-tune a generator on them with "
                f"`retinasynth fit --init RUN --data {out_dir} --out RUN-target -o train.steps=800 -o train.val_count=1`.")
 

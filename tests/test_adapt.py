@@ -160,3 +160,60 @@ def test_target_look_generator_from_pseudo_labelled_photographs(tmp_path, data_r
     r = cli("fit", "--init", run_dir, "--data", tmp_path / "pseudo", "--out", tmp_path / "ft2", "--quiet",
             "-o", f"model.ngf={src['config']['model']['ngf'] + 8}", "-o", "train.steps=1")
     assert r.exit_code != 0 and "another generator" in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_fine_tune_of_norm_parameters_only_keeps_every_other_weight(tmp_path, data_root, run_dir, cli):
+    """`-o train.tune=norm`: only the normalisation layers' scale and shift move; every convolution stays
+    bit-identical to the run it started from. An unknown name lists the valid ones in one line."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from retinasynth.models.factory import create_generator, tunable_parameters
+    from retinasynth.train.config import build_fit_config
+
+    r = cli("fit", "--init", run_dir, "--data", data_root, "--out", tmp_path / "ft", "--quiet", "-o", "train.steps=2",
+            "-o", "train.ckpt_every=1", "-o", "train.sample_every=2", "-o", "train.threads=1", "-o", "train.tune=norm",
+            "-o", "train.lr=0.01")
+    assert r.exit_code == 0, r.output
+    conf = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert conf["config"]["train"]["tune"] == "norm"
+    before, after = load_file(run_dir / "generator.safetensors"), load_file(tmp_path / "ft" / "generator.safetensors")
+    assert before.keys() == after.keys()
+    moved = {k for k in before if not (before[k] == after[k]).all()}
+    G = create_generator(build_fit_config("tiny").model, conf["generator"]["depth"])
+    norm = {id(p) for p in tunable_parameters(G, "norm")}
+    norm_names = {n for n, p in G.named_parameters() if id(p) in norm}
+    assert norm_names and moved and moved <= norm_names, moved - norm_names
+    r = cli("fit", "--data", data_root, "--out", tmp_path / "bad", "-o", "train.tune=decoder")
+    assert r.exit_code != 0 and "unknown train.tune 'decoder'; valid: all, norm." in r.output
+    assert r.output.count("\n") == 1, r.output
+
+
+def test_pseudo_label_leaves_out_photographs_whose_disc_is_off_the_vessels_hub(tmp_path, real_root, cli):
+    """Every photograph's disc offset is recorded; --max-disc-offset keeps exactly those at or below it and lists
+    the others; a bound no photograph meets is a one-line error."""
+    import json
+
+    bench = benchmark_downstream(real_root, None, tmp_path / "b", tiny("arms=real"), progress=False)
+    model = tmp_path / "b" / bench["runs"][0]["model"]
+    photos = write_external(tmp_path / "clinic", n=4, seed=900) / "images"
+    r = cli("pseudo-label", "--photos", photos, "--model", model, "--out", tmp_path / "all", "--quiet")
+    assert r.exit_code == 0, r.output
+    offsets = {i["id"]: i["disc_offset"] for i in json.loads((tmp_path / "all" / "pseudo.json").read_text())["items"]}
+    assert len(offsets) == 4 and all(0 <= v <= 1.5 for v in offsets.values())
+    values = sorted(set(offsets.values()))
+    assert len(values) >= 2, offsets
+    bound = (values[0] + values[1]) / 2
+    r = cli("pseudo-label", "--photos", photos, "--model", model, "--out", tmp_path / "g", "--quiet",
+            "--max-disc-offset", bound)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "g" / "pseudo.json").read_text())
+    kept = sorted(i for i, v in offsets.items() if v <= bound)
+    assert sorted(i["id"] for i in meta["items"]) == kept and meta["n"] == len(kept)
+    assert sorted(i["id"] for i in meta["left_out"]) == sorted(set(offsets) - set(kept))
+    assert sorted(p.stem for p in (tmp_path / "g" / "train" / "images").iterdir()) == kept
+    assert "left out" in r.output
+    r = cli("pseudo-label", "--photos", photos, "--model", model, "--out", tmp_path / "none", "--quiet",
+            "--max-disc-offset", values[0] / 2 if values[0] > 0 else 1e-9)
+    assert r.exit_code != 0 and "--max-disc-offset" in r.output and r.output.count("\n") == 1, r.output

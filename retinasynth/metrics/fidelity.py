@@ -98,15 +98,21 @@ def _argmax_yx(a: np.ndarray) -> tuple[int, int]:
     return int(y), int(x)
 
 
+DISC_BLUR = 0.03  # the blur that turns a fundus photograph's brightness into its disc: sigma, share of the side
+
+
+def _disc_blur(a: np.ndarray) -> np.ndarray:
+    """``a`` (H, W) float32 blurred at the optic disc's scale (sigma = ``DISC_BLUR`` x the image side)."""
+    return cv2.GaussianBlur(a, (0, 0), DISC_BLUR * max(a.shape))
+
+
 def disc_offset(image: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> dict:
     """Where the disc is and where the mask's large vessels converge, and their distance relative to the FOV's
     diameter. Disc: the maximum of the luminance blurred with sigma = 3% of the image side, inside the FOV.
     Convergence: the maximum of the large vessels' density (centre lines of the widest third, blurred with
     sigma = 8% of the side)."""
-    h, w = mask.shape
-    side = max(h, w)
     lum = image.astype(np.float32).mean(axis=2) if image.ndim == 3 else image.astype(np.float32)
-    blur = cv2.GaussianBlur(lum, (0, 0), 0.03 * side)
+    blur = _disc_blur(lum)
     blur[~_erode(fov, 4)] = -np.inf
     disc = _argmax_yx(blur)
     conv = convergence_point(mask)
@@ -128,7 +134,7 @@ def disc_brightness(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, radius
     if not f.any():
         return {"brightness": float("nan"), "convergence_yx": [0, 0]}
     h, w = light.shape
-    blur = cv2.GaussianBlur(light, (0, 0), 0.03 * max(h, w))
+    blur = _disc_blur(light)
     cy, cx = convergence_point(mask)
     diameter = 2.0 * np.sqrt(float(f.sum()) / np.pi)
     yy, xx = np.mgrid[:h, :w]

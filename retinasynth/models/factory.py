@@ -25,6 +25,36 @@ DISCRIMINATORS = {
 }
 
 
+def _norm_parameters(net: nn.Module) -> list[nn.Parameter]:
+    """The affine scale and shift of every normalisation layer: how each feature map is coloured and lit, not
+    which features are drawn where (style transfer's conditional instance norm, test-time adaptation's BN
+    parameters)."""
+    norms = (nn.InstanceNorm2d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+    return [p for m in net.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)]
+
+
+# train.tune: which of the generator's parameters a fit updates (the rest keep their initial values)
+TUNABLE = {
+    "all": lambda net: list(net.parameters()),
+    "norm": _norm_parameters,
+}
+
+
+def tunable_parameters(net: nn.Module, name: str) -> list[nn.Parameter]:
+    """The parameters of ``net`` that ``train.tune=name`` updates; the others get ``requires_grad=False`` (no weight
+    gradient is computed for them)."""
+    if name not in TUNABLE:
+        raise ConfigError(f"unknown train.tune {name!r}; valid: {', '.join(TUNABLE)}.")
+    keep = TUNABLE[name](net)
+    if not keep:
+        raise ConfigError(f"train.tune={name!r}: this generator has no such parameters (model.norm='none'?); "
+                          "use train.tune=all.")
+    ids = {id(p) for p in keep}
+    for p in net.parameters():
+        p.requires_grad_(id(p) in ids)
+    return keep
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Generator and discriminator architecture.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from retinasynth.config import apply_overrides, from_dict, load_config_file, resolve_profile, to_dict
 from retinasynth.data.dataset import DataConfig
 from retinasynth.errors import ConfigError
-from retinasynth.models.factory import ModelConfig
+from retinasynth.models.factory import TUNABLE, ModelConfig
 from retinasynth.models.losses import GAN_LOSSES
 from retinasynth.precision import LEGACY_AMP, PRECISIONS
 from retinasynth.profiles import FIT_PROFILES, check_registry
@@ -54,6 +54,9 @@ class TrainConfig:
     # A finished fit run whose generator, EMA and discriminator weights this run starts from (fine-tuning, e.g.
     # on a target camera's photographs paired with pseudo-labels: `retinasynth pseudo-label`); same model settings.
     init_from: str | None = None
+    # Which generator parameters are updated (retinasynth.models.factory.TUNABLE): 'all', or 'norm' (only the
+    # normalisation layers' scale and shift: a fine-tune that changes the look, not where things are drawn).
+    tune: str = "all"
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "consistency_steps")
@@ -76,6 +79,8 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay!r}.")
         if self.gan_loss not in GAN_LOSSES:
             raise ConfigError(f"unknown train.gan_loss {self.gan_loss!r}; valid: {', '.join(GAN_LOSSES)}.")
+        if self.tune not in TUNABLE:
+            raise ConfigError(f"unknown train.tune {self.tune!r}; valid: {', '.join(TUNABLE)}.")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown train.precision {self.precision!r}; valid: {', '.join(PRECISIONS)}.")
         if not isinstance(self.consistency, (int, float)) or isinstance(self.consistency, bool) \

@@ -25,7 +25,7 @@ from retinasynth.models.condition import (
     make_condition,
     tensor_to_image,
 )
-from retinasynth.models.factory import create_discriminator, create_generator
+from retinasynth.models.factory import create_discriminator, create_generator, tunable_parameters
 from retinasynth.models.losses import GANLoss, feature_matching, gan_mean, reconstruction_l1, scales
 from retinasynth.precision import (
     PRECISIONS,
@@ -225,7 +225,7 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
         channels_last = fit_channels_last(dev, prec)
     if channels_last:
         G, D, ema = (m.to(memory_format=torch.channels_last) for m in (G, D, ema))
-    opt_g = torch.optim.Adam(G.parameters(), t.lr, betas=(t.beta1, t.beta2))
+    opt_g = torch.optim.Adam(tunable_parameters(G, t.tune), t.lr, betas=(t.beta1, t.beta2))
     opt_d = torch.optim.Adam(D.parameters(), t.lr, betas=(t.beta1, t.beta2))
     sch_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_lambda(cfg))
     sch_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_lambda(cfg))
