@@ -37,7 +37,7 @@ mkdir -p "$R"
 # the disc at the vessels' hub); its report is committed
 $PY benchmarks/target_look_select.py --source-run "$C/fit" --pseudo "$R/pseudo" --data $D/DRIVE --model "$SEG" \
   --pseudo-guarded "$R/pseudo-guarded" --out "$R/select" \
-  --candidates 200:2e-4,800:2e-4,800:5e-5,800:2e-3:norm,800:2e-4:all:guard,800:2e-3:norm:guard
+  --candidates 200:2e-4,800:2e-4,800:5e-5,800:2e-3:norm,800:2e-4:all:guard
 mkdir -p "$REC/target-select"; cp "$R/select/"{results.json,summary.csv,report.md,compare.png} "$REC/target-select/"
 CHOSEN=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$R/select/results.json")
 GEN=$R/select/$CHOSEN/fit; [ "$CHOSEN" = source ] && GEN=$C/fit
