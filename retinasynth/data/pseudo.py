@@ -79,13 +79,14 @@ def pseudo_label(photos: str | Path, out: str | Path, model: str | Path, device:
             img = read_image(p)  # a damaged file is a one-line RetinaSynthError naming it
             fov = derive_fov(img)
             prob, _, _ = segment_at_working_size(seg, cfg, img, None, fov, dev)
-            mask = (to_native(prob, img.shape[:2]) >= thr) & fov.astype(bool)
+            inside = fov.astype(bool)
+            mask = (to_native(prob, img.shape[:2]) >= thr) & inside
             rel = (p.relative_to(photos) if p.is_relative_to(photos) else Path(p.name)).as_posix()
             ext = next((e for e in sorted(IMAGE_EXTS, key=len, reverse=True) if rel.lower().endswith(e)), "")
             pid = rel[:len(rel) - len(ext)].replace("/", "__")  # im0004.ppm.gz -> im0004
             item = {"id": pid, "photo": portable_path(p, out), "vessel_share_in_fov":
-                    float(mask[fov.astype(bool)].mean()) if fov.any() else 0.0,
-                    "disc_offset": round(disc_offset(img, mask, fov.astype(bool))["distance_rel"], 4)}
+                    float(mask[inside].mean()) if inside.any() else 0.0,
+                    "disc_offset": round(disc_offset(img, mask, inside)["distance_rel"], 4)}
             if max_disc_offset is not None and item["disc_offset"] > max_disc_offset:
                 left_out.append(item)
                 continue
