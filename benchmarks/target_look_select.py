@@ -34,7 +34,7 @@ the unscored part's pseudo-labels).
 Each candidate STEPS:LR[:TUNE[:guard]] is a `retinasynth fit --init RUN --data PSEUDO -o train.steps=S -o
 train.lr=LR -o train.tune=TUNE` (``guard``: on ``--pseudo-guarded``, a `pseudo-label --max-disc-offset` folder) and
 a `synthesize --run ... --data SOURCE --n N --appearance none` (resumable: rerun to continue); writes
-OUT/results.json, summary.csv, report.md and compare.png (rows: source renders, each candidate's renders, the
+OUT/results.json, summary.csv, report.md and compare.jpg (rows: source renders, each candidate's renders, the
 photographs). The candidate ``style`` is the source run rendered with ``--style PSEUDO/train/images``.
 results.json's ``render`` says how the chosen look is rendered: ``{"run": RUN, "style": DIR or null}``.
 """
@@ -167,7 +167,7 @@ def _distance(a: np.ndarray, b: np.ndarray, n: int = 200_000, seed: int = 0) -> 
 def _grid(rows: list[tuple[str, list[Path]]], path: Path, k: int = 4, s: int = 256) -> None:
     import cv2
 
-    from retinasynth.provenance import write_png_atomic
+    from retinasynth.provenance import write_bytes_atomic
 
     out = []
     for label, files in rows:
@@ -176,7 +176,12 @@ def _grid(rows: list[tuple[str, list[Path]]], path: Path, k: int = 4, s: int = 2
         row = np.concatenate(tiles, 1)
         cv2.putText(row, label, (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
         out.append(row)
-    write_png_atomic(path, np.concatenate(out, 0))
+    # JPEG: the grid is committed with the results, and a PNG of it is over 2 MB
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.concatenate(out, 0), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise OSError(f"could not encode JPEG for {path}")
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def main() -> None:
@@ -289,12 +294,12 @@ def main() -> None:
               "rule): the Wasserstein distance of the green channel's |3x3 Laplacian| inside the FOV to the target "
               "photographs'. 'style': the source generator's renders with `synthesize --style` on the same "
               "photographs (colours histogram-matched; its target distance is small by construction).", "",
-              "![renders](compare.png)", ""]
+              "![renders](compare.jpg)", ""]
     write_text_atomic(out / "report.md", "\n".join(lines))
     grid = [("source", [p[1] for p in _pairs(out / "renders-source")])]
     grid += [(c[0], [p[1] for p in _pairs(out / c[0] / "renders")]) for c in cands]
     grid += [("target photographs", [p[1] for p in _pairs(Path(a.pseudo))])]
-    _grid(grid, out / "compare.png")
+    _grid(grid, out / "compare.jpg")
     print(f"chosen: {chosen}; {out}/report.md", flush=True)
 
 
