@@ -12,7 +12,7 @@
 #    1000 pairs on DRIVE's true masks in the chosen look;
 # 3. the benchmark (converged protocol, n = 20 then 2, seeds 0 and 1) scored on STARE's scored part: real, real+aug,
 #    the controls real+fda and self-train on the same photographs (--adapt), and pretrain / pretrain+aug from the
-#    target-look set; then real+hist (the second FDA-like control, 4 models of ~1 h here: last, so that the
+#    target-look set (or, when no target look qualified, the converged run's default set and its models); then real+hist (the second FDA-like control, 4 models of ~1 h here: last, so that the
 #    issue's "FDA or histogram matching" is met first), then the report of all arms (every model found).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +46,16 @@ read -r CHOSEN GEN STYLE < <($PY -c "import json,sys; r=json.load(open(sys.argv[
 print(r['chosen'], r['render']['run'], r['render']['style'] or '-')" "$R/select/results.json")
 STY=(); [ "$STYLE" = - ] || STY=(--style "$STYLE")
 echo "target look: $CHOSEN (generator $GEN${STY[*]:+, ${STY[*]}})"
-# 1000 pairs on DRIVE's true masks, in the target look as rendered (no sampled camera looks on top)
-if [ ! -e "$R/synth/synth.json" ]; then
+# 1000 pairs on DRIVE's true masks, in the target look as rendered (no sampled camera looks on top). When the rule
+# keeps the source generator without a style (no target look qualified), there is no target-look set to render:
+# the synthetic arms are the converged run's default set (the source generator with its default camera looks), and
+# its pretrain / pretrain+aug models are reused as they are (same set, same keys), so only the controls train.
+SYN=$R/synth
+if [ "$GEN" -ef "$C/fit" ] && [ "$STYLE" = - ]; then
+  SYN=$C/synth
+  [ -e "$SYN/synth.json" ] || { echo "error: $SYN missing: run benchmarks/converged_chain.sh first"; exit 2; }
+  echo "target look: none qualified; synthetic arms from the default set $SYN (its models reused)"
+elif [ ! -e "$R/synth/synth.json" ]; then
   RES=(); [ -d "$R/synth" ] && RES=(--resume)
   $RS synthesize --run "$GEN" --data $D/DRIVE --n 1000 --out "$R/synth" --appearance none "${STY[@]}" "${RES[@]}"
 fi
@@ -56,11 +64,12 @@ fi
 # only the adaptation and target-look arms train, and every model is scored on STARE's scored part.
 RSB=$RS
 [ -d "$C/code/retinasynth" ] && RSB="env PYTHONPATH=$C/code $PY -m retinasynth_cli.main"
-if [ ! -d "$R/bench" ] && [ -d "$C/bench/models" ]; then
-  mkdir -p "$R/bench"; cp -al "$C/bench/models" "$C/bench/runs" "$C/bench/scores" "$R/bench/"
+# (linked on every call, never overwriting: models the converged run adds later are picked up)
+if [ -d "$C/bench/models" ]; then
+  mkdir -p "$R/bench"; cp -aln "$C/bench/models" "$C/bench/runs" "$C/bench/scores" "$R/bench/"
 fi
 bench() {
-  $RSB benchmark-downstream --data $D/DRIVE --synth "$R/synth" --out "$R/bench" --config $CFG \
+  $RSB benchmark-downstream --data $D/DRIVE --synth "$SYN" --out "$R/bench" --config $CFG \
     --test-data stare:train=$D/STARE --adapt stare:test=$D/STARE --records "$REC/target-stare/records" --quiet "$@"
 }
 for n in 20 2; do
