@@ -31,8 +31,10 @@ the unscored part's pseudo-labels).
     python benchmarks/target_look_select.py --source-run RUN --pseudo PSEUDO --data ../shared/data/DRIVE \
         --model BENCH/models/real-2x_n20_s0@3200.safetensors --out runs/target-select \
         --candidates 200:2e-4,800:2e-4,800:5e-5,800:2e-3:norm,800:2e-4:all:guard --pseudo-guarded PSEUDO_G
-Each candidate STEPS:LR[:TUNE[:guard]] is a `retinasynth fit --init RUN --data PSEUDO -o train.steps=S -o
-train.lr=LR -o train.tune=TUNE` (``guard``: on ``--pseudo-guarded``, a `pseudo-label --max-disc-offset` folder) and
+Each candidate STEPS:LR[:TUNE[:FLAG...]] is a `retinasynth fit --init RUN --data PSEUDO -o train.steps=S -o
+train.lr=LR -o train.tune=TUNE` (flag ``guard``: on ``--pseudo-guarded``, a `pseudo-label --max-disc-offset`
+folder; flag ``anchor``: with ``-o train.disc_anchor=1``, the source generator's own render as the L1 target inside
+the disc plane, added with the fourth run, the rule unchanged) and
 a `synthesize --run ... --data SOURCE --n N --appearance none` (resumable: rerun to continue); writes
 OUT/results.json, summary.csv, report.md and compare.jpg (rows: source renders, each candidate's renders, the
 photographs). The candidate ``style`` is the source run rendered with ``--style PSEUDO/train/images``.
@@ -72,14 +74,16 @@ def _done(path: Path) -> bool:
         return False
 
 
-def _fit(source: str, pseudo: str, out: Path, steps: int, lr: float, tune: str = "all") -> None:
+def _fit(source: str, pseudo: str, out: Path, steps: int, lr: float, tune: str = "all", anchor: float = 0.0) -> None:
     if _done(out / "config.json"):
         return
     if (out / "config.json").is_file():
         _rs("fit", "--resume", "--out", str(out))
     else:
+        extra = ["-o", f"train.disc_anchor={anchor}"] if anchor else []
         _rs("fit", "--init", source, "--data", pseudo, "--out", str(out), "-o", f"train.steps={steps}",
-            "-o", f"train.lr={lr}", "-o", f"train.sample_every={steps}", "-o", "train.val_count=1", "-o", f"train.tune={tune}")
+            "-o", f"train.lr={lr}", "-o", f"train.sample_every={steps}", "-o", "train.val_count=1",
+            "-o", f"train.tune={tune}", *extra)
 
 
 def _render(run: str, data: str, out: Path, n: int, style: str | None = None) -> None:
@@ -192,7 +196,8 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="a segmenter trained on source labels (benchmark OUT/models/...)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--candidates", default="200:2e-4,800:2e-4,800:5e-5",
-                    help="STEPS:LR[:TUNE[:guard]] or 'style' (the source run with --style on the photographs),...")
+                    help="STEPS:LR[:TUNE[:FLAG...]] (flags: guard, anchor) or 'style' (the source run with --style "
+                         "on the photographs),...")
     ap.add_argument("--pseudo-guarded", default=None,
                     help="a `pseudo-label --max-disc-offset` folder of the same photographs, for ':guard' candidates")
     ap.add_argument("--min-disc-share", type=float, default=0.8,
@@ -209,27 +214,32 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cands = []  # (name, steps, lr, tune, pseudo folder, style folder)
+    cands = []  # (name, steps, lr, tune, pseudo folder, style folder, disc anchor)
     style_dir = str(Path(a.pseudo) / "train" / "images")
     for c in a.candidates.split(","):
         if c == "style":
-            cands.append(("style", 0, None, None, a.pseudo, style_dir))
+            cands.append(("style", 0, None, None, a.pseudo, style_dir, 0.0))
             continue
         steps, lr, *rest = c.split(":")
-        tune, guard = (rest + ["all"])[0], rest[1:] == ["guard"]
+        tune, flags = (rest + ["all"])[0], set(rest[1:])
+        if flags - {"guard", "anchor"}:
+            ap.error(f"candidate {c}: unknown flag(s) {', '.join(sorted(flags - {'guard', 'anchor'}))}; "
+                     "valid: guard, anchor")
+        guard, anchor = "guard" in flags, 1.0 if "anchor" in flags else 0.0
         if guard and not a.pseudo_guarded:
             ap.error(f"candidate {c}: ':guard' needs --pseudo-guarded")
         # names of the first run's candidates unchanged (their folders are reused)
-        name = f"ft{int(steps)}_lr{lr}" + ("" if tune == "all" else f"_{tune}") + ("_guard" if guard else "")
-        cands.append((name, int(steps), float(lr), tune, a.pseudo_guarded if guard else a.pseudo, None))
+        name = f"ft{int(steps)}_lr{lr}" + ("" if tune == "all" else f"_{tune}") + ("_guard" if guard else "") + \
+            ("_anchor" if anchor else "")
+        cands.append((name, int(steps), float(lr), tune, a.pseudo_guarded if guard else a.pseudo, None, anchor))
     _render(a.source_run, a.data, out / "renders-source", a.n)
     runs = {"source": a.source_run}
-    for name, steps, lr, tune, pseudo, style in cands:
+    for name, steps, lr, tune, pseudo, style, anchor in cands:
         if style:
             runs[name] = a.source_run
         else:
             runs[name] = str(out / name / "fit")
-            _fit(a.source_run, pseudo, out / name / "fit", steps, lr, tune)
+            _fit(a.source_run, pseudo, out / name / "fit", steps, lr, tune, anchor)
         _render(runs[name], a.data, out / name / "renders", a.n, style)
 
     dev = pick_device(None)
@@ -250,7 +260,7 @@ def main() -> None:
             {"generator": "target photographs", **blank, "target_distance": 0.0, "texture_distance": 0.0,
              **discs(target_disc)}]
     for name, folder, steps, lr, tune, pseudo in [("source", out / "renders-source", 0, None, None, None)] + \
-            [(n, out / n / "renders", s, lr, tune, p) for n, s, lr, tune, p, _ in cands]:
+            [(n, out / n / "renders", s, lr, tune, p) for n, s, lr, tune, p, *_ in cands]:
         d, px, tx, disc = _measure(_pairs(folder), model, seg_cfg, dev, visibility=True)
         rows.append({"generator": name, "steps": steps, "lr": lr, "tune": tune,
                      "photographs": None if pseudo is None else len(_pairs(Path(pseudo))),

@@ -190,6 +190,55 @@ def test_fine_tune_of_norm_parameters_only_keeps_every_other_weight(tmp_path, da
     assert r.output.count("\n") == 1, r.output
 
 
+def test_anchored_target_keeps_the_start_render_at_the_disc_plane_only():
+    """`train.disc_anchor`'s L1 target: the starting generator's render where the disc plane peaks (share 1), the
+    photograph where the plane is -1, their blend between; share 0 is the photograph."""
+    import torch
+
+    from retinasynth.models.losses import anchored_target
+
+    real, kept = torch.full((1, 3, 2, 2), 0.5), torch.full((1, 3, 2, 2), -0.5)
+    cond = torch.zeros(1, 3, 2, 2)
+    cond[0, -1] = torch.tensor([[1.0, -1.0], [0.0, 1.0]])  # the plane: peak, far, half, peak
+    out = anchored_target(real, kept, cond, 1.0)
+    assert torch.equal(out[0, :, 0, 0], kept[0, :, 0, 0]) and torch.equal(out[0, :, 0, 1], real[0, :, 0, 1])
+    assert torch.allclose(out[0, :, 1, 0], torch.zeros(3))  # w = 0.5: halfway
+    assert torch.allclose(anchored_target(real, kept, cond, 0.5)[0, :, 0, 0], torch.zeros(3))
+    assert torch.equal(anchored_target(real, kept, cond, 0.0), real)
+
+
+def test_disc_anchor_fine_tune_resumes_exactly_and_needs_a_disc_plane_start(tmp_path, data_root, run_dir, cli):
+    """A fine-tune with `-o train.disc_anchor=1` differs from one without (the anchor acts), and a run killed after
+    its first step resumes to the same weights (the start's generator is reloaded, not drawn anew). Without a
+    start that draws the disc plane, or with a share outside [0, 1], a one-line error."""
+    import torch
+    from conftest import TINY_FIT
+    from safetensors.torch import load_file
+
+    from retinasynth.train.config import build_fit_config
+    from retinasynth.train.fit import fit
+
+    src = fit(build_fit_config("tiny", overrides=[*TINY_FIT, "model.disc_prior=true"]), data_root,
+              tmp_path / "src", progress=False)
+    ft = ["train.steps=2", "train.ckpt_every=1", "train.sample_every=2", f"train.init_from={src.resolve()}"]
+
+    def tune(out, *extra, stop_at=None):
+        cfg = build_fit_config(None, str(src / "config.json"), [*ft, *extra])
+        return fit(cfg, data_root, tmp_path / out, progress=False, stop_at=stop_at)
+
+    whole, plain = tune("whole", "train.disc_anchor=1"), tune("plain")
+    tune("cut", "train.disc_anchor=1", stop_at=1)
+    fit(build_fit_config("tiny"), None, tmp_path / "cut", resume=True, progress=False)
+    w, p, c = (load_file(d / "generator.safetensors") for d in (whole, plain, tmp_path / "cut"))
+    assert all(torch.equal(w[k], c[k]) for k in w)
+    assert not all(torch.equal(w[k], p[k]) for k in w)
+    r = cli("fit", "--init", run_dir, "--data", data_root, "--out", tmp_path / "bad", "-o", "train.disc_anchor=1")
+    assert r.exit_code != 0 and "train.disc_anchor needs" in r.output and "disc_prior" in r.output, r.output
+    assert r.output.count("\n") == 1, r.output
+    r = cli("fit", "--init", src, "--data", data_root, "--out", tmp_path / "bad", "-o", "train.disc_anchor=1.5")
+    assert r.exit_code != 0 and "train.disc_anchor must be a number in [0, 1], got 1.5." in r.output, r.output
+
+
 def test_pseudo_label_leaves_out_photographs_whose_disc_is_off_the_vessels_hub(tmp_path, real_root, cli):
     """Every photograph's disc offset is recorded; --max-disc-offset keeps exactly those at or below it and lists
     the others; a bound no photograph meets is a one-line error."""

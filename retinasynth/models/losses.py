@@ -55,6 +55,14 @@ def reconstruction_l1(fake: torch.Tensor, real: torch.Tensor, cond: torch.Tensor
     return (d * w).mean() / w.mean()
 
 
+def anchored_target(real: torch.Tensor, kept: torch.Tensor, cond: torch.Tensor, share: float) -> torch.Tensor:
+    """The L1 target of ``train.disc_anchor``: ``real`` with ``share`` of it replaced by ``kept`` (the starting
+    generator's render of the same condition) in proportion to the disc plane, the condition's last channel (in
+    [-1, 1]: 1 at the vessels' hub, -1 far from it). ``share`` 0 returns ``real``."""
+    w = share * (cond[:, -1:].float() + 1) / 2
+    return real.float() * (1 - w) + kept.float() * w
+
+
 def scales(out) -> list:
     """A discriminator's output as a list over scales (a PatchGAN has one)."""
     return out if isinstance(out, list) else [out]

@@ -57,6 +57,12 @@ class TrainConfig:
     # Which generator parameters are updated (retinasynth.models.factory.TUNABLE): 'all', or 'norm' (only the
     # normalisation layers' scale and shift: a fine-tune that changes the look, not where things are drawn).
     tune: str = "all"
+    # With init_from and model.disc_prior: inside the disc plane (its Gaussian as the pixel weight), this share of
+    # the photograph in the L1 target is replaced by the starting generator's own render of the same condition
+    # (frozen). A target-camera fine-tune then learns the photographs' look everywhere except where the optic
+    # disc is drawn, which pseudo-masks place poorly (RESULTS.md sections 29-32). 0 = off, 1 = the start's render
+    # at the plane's peak.
+    disc_anchor: float = 0.0
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "sample_every", "ckpt_every", "consistency_steps")
@@ -91,6 +97,9 @@ class TrainConfig:
             raise ConfigError(f"train.feature_matching must be a number >= 0, got {self.feature_matching!r}.")
         if not isinstance(self.vessel_l1, (int, float)) or isinstance(self.vessel_l1, bool) or self.vessel_l1 < 0:
             raise ConfigError(f"train.vessel_l1 must be a number >= 0, got {self.vessel_l1!r}.")
+        if not isinstance(self.disc_anchor, (int, float)) or isinstance(self.disc_anchor, bool) \
+                or not 0.0 <= self.disc_anchor <= 1.0:
+            raise ConfigError(f"train.disc_anchor must be a number in [0, 1], got {self.disc_anchor!r}.")
         if self.l1_weight < 0:
             raise ConfigError(f"train.l1_weight must be >= 0, got {self.l1_weight!r}.")
         if not isinstance(self.val_count, int) or self.val_count < 0:
@@ -110,6 +119,9 @@ class FitConfig:
             raise ConfigError("data.size must be set for training (a square working resolution, e.g. 512).")
         if self.train.crop is not None and self.train.crop > self.data.size:
             raise ConfigError(f"train.crop ({self.train.crop}) is larger than data.size ({self.data.size}).")
+        if self.train.disc_anchor > 0 and not (self.train.init_from and self.model.disc_prior):
+            raise ConfigError("train.disc_anchor needs a run to start from (train.init_from, `fit --init RUN`) "
+                              "whose generator draws the disc plane (model.disc_prior=true); set it to 0 otherwise.")
         depth = self.model.resolved_depth(side)
         m = 2 ** depth
         if self.data.size % m or side % m:

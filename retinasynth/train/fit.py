@@ -26,7 +26,14 @@ from retinasynth.models.condition import (
     tensor_to_image,
 )
 from retinasynth.models.factory import create_discriminator, create_generator, tunable_parameters
-from retinasynth.models.losses import GANLoss, feature_matching, gan_mean, reconstruction_l1, scales
+from retinasynth.models.losses import (
+    GANLoss,
+    anchored_target,
+    feature_matching,
+    gan_mean,
+    reconstruction_l1,
+    scales,
+)
 from retinasynth.precision import (
     PRECISIONS,
     autocast,
@@ -217,6 +224,7 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
     D = create_discriminator(cfg.model).to(dev)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
     init_info = _init_weights(Path(t.init_from), cfg, depth, G, D, ema) if t.init_from and not resume else None
+    ref = _anchor_reference(Path(t.init_from), ema) if t.disc_anchor > 0 else None
     if t.channels_last is not None:
         channels_last = t.channels_last
     elif resume:  # a run recorded before the memory format was resolved and recorded: the rule of its time
@@ -225,6 +233,7 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
         channels_last = fit_channels_last(dev, prec)
     if channels_last:
         G, D, ema = (m.to(memory_format=torch.channels_last) for m in (G, D, ema))
+        ref = ref if ref is None else ref.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(tunable_parameters(G, t.tune), t.lr, betas=(t.beta1, t.beta2))
     opt_d = torch.optim.Adam(D.parameters(), t.lr, betas=(t.beta1, t.beta2))
     sch_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_lambda(cfg))
@@ -306,8 +315,8 @@ def _fit(cfg: FitConfig, data_root: str | Path | None, out_dir: str | Path, resu
             state["rng_cuda"] = torch.cuda.get_rng_state(dev)
         ck.save_checkpoint(out, G, ema, state)
 
-    loop = dict(seg=seg, G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, sch_g=sch_g, sch_d=sch_d, scaler=scaler,
-                precision=prec, channels_last=channels_last, dev=dev, train=train, val=val, dd=dd)
+    loop = dict(seg=seg, ref=ref, G=G, D=D, ema=ema, opt_g=opt_g, opt_d=opt_d, sch_g=sch_g, sch_d=sch_d,
+                scaler=scaler, precision=prec, channels_last=channels_last, dev=dev, train=train, val=val, dd=dd)
     end = min(t.steps, stop_at) if stop_at else t.steps
     _train_loop(cfg, out, start, end, checkpoint, progress, **loop)
     if dd.main and end == t.steps:
@@ -354,6 +363,17 @@ def _init_weights(run: Path, cfg, depth: int, G, D, ema) -> dict:
                                          len(data.get("train_ids") or []) + len(data.get("val_ids") or [])),
             "data": {k: data.get(k) for k in ("root", "layout", "train_ids", "val_ids", "fingerprint")},
             "image_signatures": data.get("image_signatures")}
+
+
+def _anchor_reference(run: Path, like: torch.nn.Module) -> torch.nn.Module:
+    """The generator ``train.init_from`` ended with (its EMA weights), frozen: what ``train.disc_anchor`` keeps
+    inside the disc plane. Loaded from that run on a fresh start and on a resume alike (``like``: a generator of
+    the same architecture, only copied; no random numbers drawn)."""
+    scratch, ref = copy.deepcopy(like), copy.deepcopy(like)
+    if ck.load_checkpoint(run, scratch, ref) is None:
+        raise RetinaSynthError(f"train.init_from {run}: no checkpoint, and train.disc_anchor needs that run's "
+                               "generator; restore the run or set -o train.disc_anchor=0.")
+    return ref.eval().requires_grad_(False)
 
 
 def _resolve_run_precision(requested: str, explicit: str | None, dev: torch.device, resumed: Path | None) -> str:
@@ -423,7 +443,7 @@ class ConsistencyLoss(torch.nn.Module):
         return self.loss(logits.float(), (cond[:, :1].float() > 0).float())
 
 
-def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, opt_g, opt_d, sch_g, sch_d, scaler,
+def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, ref, G, D, ema, opt_g, opt_d, sch_g, sch_d, scaler,
                 precision, channels_last, dev, train, val, dd) -> None:
     t = cfg.train
     gan = GANLoss(t.gan_loss)
@@ -451,7 +471,12 @@ def _train_loop(cfg, out, start, end, checkpoint, progress, *, seg, G, D, ema, o
                     d_ref = scales(D(torch.cat([cond, real], 1), features=True))
         fake = fake.float()
         g_gan = gan_mean(gan, [x[0] for x in d_gen] if fm else d_gen, True, for_disc=False)
-        g_l1 = reconstruction_l1(fake, real, cond, t.vessel_l1)
+        target = real
+        if ref is not None:  # train.disc_anchor: inside the disc plane (last channel), the start's own render
+            with torch.no_grad(), autocast(precision, dev):
+                kept = ref(cond)
+            target = anchored_target(real, kept, cond, t.disc_anchor)
+        g_l1 = reconstruction_l1(fake, target, cond, t.vessel_l1)
         g_loss = g_gan + t.l1_weight * g_l1
         if fm:
             g_fm = feature_matching(d_gen, d_ref)
