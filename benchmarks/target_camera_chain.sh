@@ -39,7 +39,7 @@ mkdir -p "$R"
 # the disc at the vessels' hub); its report is committed
 $PY benchmarks/target_look_select.py --source-run "$C/fit" --pseudo "$R/pseudo" --data $D/DRIVE --model "$SEG" \
   --pseudo-guarded "$R/pseudo-guarded" --out "$R/select" \
-  --candidates 200:2e-4,800:2e-4,800:5e-5,800:2e-3:norm,800:2e-4:all:guard,style
+  --candidates 200:2e-4,800:2e-4,800:5e-5,800:2e-3:norm,800:2e-4:all:guard,style,800:2e-4:all:anchor,800:2e-4:all:guard:anchor
 mkdir -p "$REC/target-select"; cp "$R/select/"{results.json,summary.csv,report.md,compare.jpg} "$REC/target-select/"
 # how the chosen look renders: its generator run and, for 'style', the photographs whose colours it takes
 read -r CHOSEN GEN STYLE < <($PY -c "import json,sys; r=json.load(open(sys.argv[1])); \
